@@ -1,0 +1,427 @@
+//! Message assembly: frames in, whole messages and control frames out.
+//!
+//! Pull-style and sans-IO: `decode` looks at the start of a byte slice and either asks for
+//! more bytes (consuming nothing), consumes one frame, or consumes one frame and returns a
+//! message. A message whole in one frame is unmasked in place and handed out as a slice of
+//! the input (zero-copy); only fragmented messages are copied, into a buffer that exists
+//! while the message is open. An idle decoder owns no heap memory.
+
+use super::close::CloseFrame;
+use super::error::ProtocolError;
+use super::frame::{FrameHeader, HeaderParse, OpCode};
+use super::mask::apply_mask;
+use super::utf8::{self, Utf8Validator};
+
+/// Which side of the connection this decoder is on; decides the masking rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Decodes client frames: every frame must be masked.
+    Server,
+    /// Decodes server frames: no frame may be masked.
+    Client,
+}
+
+/// A message or control frame, borrowed from the input or the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+    Ping(&'a [u8]),
+    Pong(&'a [u8]),
+    Close(CloseFrame<'a>),
+}
+
+/// What one call to [`Decoder::decode`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// The slice holds no whole frame; at least `need` more bytes are required. Nothing
+    /// was consumed or modified.
+    Incomplete { need: usize },
+    /// A non-final fragment was consumed into the open message.
+    Fragment { consumed: usize },
+    /// A frame was consumed and completed a message or was a control frame.
+    Message {
+        consumed: usize,
+        message: Message<'a>,
+    },
+}
+
+/// A fragmented message in progress: the only state that owns heap memory.
+#[derive(Debug)]
+struct Fragmented {
+    text: bool,
+    data: Vec<u8>,
+    utf8: Utf8Validator,
+}
+
+/// Per-connection decoding state: 16 bytes, no heap while no fragmented message is open.
+#[derive(Debug)]
+pub struct Decoder {
+    open: Option<Box<Fragmented>>,
+    role: Role,
+    /// The open message was handed out by the last call; free it on the next one.
+    delivered: bool,
+}
+
+impl Decoder {
+    pub const fn new(role: Role) -> Self {
+        Decoder {
+            open: None,
+            role,
+            delivered: false,
+        }
+    }
+
+    /// Whether a fragmented message is open (the connection holds its buffer).
+    pub fn in_message(&self) -> bool {
+        self.open.is_some() && !self.delivered
+    }
+
+    /// Bytes held for the open fragmented message.
+    pub fn buffered(&self) -> usize {
+        match &self.open {
+            Some(f) if !self.delivered => f.data.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// Decodes the frame at the start of `buf`, enforcing every RFC 6455 rule for this
+    /// role. `max_message` bounds a whole message (all its fragments) and is checked
+    /// against the declared length before any payload is buffered.
+    pub fn decode<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+        max_message: usize,
+    ) -> Result<Decoded<'a>, ProtocolError> {
+        if self.delivered {
+            self.open = None;
+            self.delivered = false;
+        }
+        let h = match FrameHeader::parse(buf)? {
+            HeaderParse::Incomplete { need } => return Ok(Decoded::Incomplete { need }),
+            HeaderParse::Complete(h) => h,
+        };
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let already = match (h.opcode, &self.open) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(f)) => f.data.len() as u64,
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            _ => 0,
+        };
+        if !h.opcode.is_control() && h.payload_len.saturating_add(already) > max_message as u64 {
+            return Err(ProtocolError::MessageTooBig);
+        }
+        // Fits in usize: bounded by max_message (data) or 125 (control).
+        let total = h.header_len + h.payload_len as usize;
+        if buf.len() < total {
+            return Ok(Decoded::Incomplete {
+                need: total - buf.len(),
+            });
+        }
+        let payload = &mut buf[h.header_len..total];
+        if let Some(key) = h.mask {
+            apply_mask(payload, key, 0);
+        }
+        let payload: &'a [u8] = payload;
+        let message = match h.opcode {
+            OpCode::Ping => Message::Ping(payload),
+            OpCode::Pong => Message::Pong(payload),
+            OpCode::Close => Message::Close(CloseFrame::parse(payload)?),
+            OpCode::Text | OpCode::Binary if h.fin => {
+                if h.opcode == OpCode::Text {
+                    Message::Text(utf8::validate(payload).ok_or(ProtocolError::InvalidUtf8)?)
+                } else {
+                    Message::Binary(payload)
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                let text = h.opcode == OpCode::Text;
+                let mut utf8 = Utf8Validator::new();
+                if text {
+                    utf8.feed(payload)?;
+                }
+                self.open = Some(Box::new(Fragmented {
+                    text,
+                    data: payload.to_vec(),
+                    utf8,
+                }));
+                return Ok(Decoded::Fragment { consumed: total });
+            }
+            OpCode::Continuation => {
+                let f = self.open.as_mut().expect("checked above");
+                if f.text {
+                    f.utf8.feed(payload)?;
+                }
+                f.data.extend_from_slice(payload);
+                if !h.fin {
+                    return Ok(Decoded::Fragment { consumed: total });
+                }
+                if f.text {
+                    f.utf8.finish()?;
+                }
+                self.delivered = true;
+                let f = self.open.as_deref().expect("checked above");
+                if f.text {
+                    // Already validated incrementally; the second pass only converts.
+                    Message::Text(utf8::validate(&f.data).ok_or(ProtocolError::InvalidUtf8)?)
+                } else {
+                    Message::Binary(&f.data)
+                }
+            }
+        };
+        Ok(Decoded::Message {
+            consumed: total,
+            message,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::write_client_frame;
+
+    const MAX: usize = 1 << 20;
+
+    fn masked(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_client_frame(&mut v, fin, op, payload, [0x37, 0xfa, 0x21, 0x3d]);
+        v
+    }
+
+    /// Decodes every frame of `input`, rendering messages as strings.
+    fn run(input: &[u8]) -> Result<Vec<String>, ProtocolError> {
+        let mut d = Decoder::new(Role::Server);
+        let mut buf = input.to_vec();
+        let mut off = 0;
+        let mut out = Vec::new();
+        loop {
+            match d.decode(&mut buf[off..], MAX)? {
+                Decoded::Incomplete { .. } => return Ok(out),
+                Decoded::Fragment { consumed } => off += consumed,
+                Decoded::Message { consumed, message } => {
+                    off += consumed;
+                    out.push(match message {
+                        Message::Text(t) => format!("text:{t}"),
+                        Message::Binary(b) => format!("binary:{}", b.len()),
+                        Message::Ping(p) => format!("ping:{}", String::from_utf8_lossy(p)),
+                        Message::Pong(p) => format!("pong:{}", String::from_utf8_lossy(p)),
+                        Message::Close(c) => format!("close:{:?}:{}", c.code, c.reason),
+                    });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rfc_5_7_examples() {
+        // Masked "Hello".
+        let hello = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        assert_eq!(run(&hello).unwrap(), ["text:Hello"]);
+        // Fragmented "Hel" + "lo" (masked as a client must).
+        let mut f = masked(false, OpCode::Text, b"Hel");
+        f.extend(masked(true, OpCode::Continuation, b"lo"));
+        assert_eq!(run(&f).unwrap(), ["text:Hello"]);
+        // Ping "Hello".
+        assert_eq!(
+            run(&masked(true, OpCode::Ping, b"Hello")).unwrap(),
+            ["ping:Hello"]
+        );
+        // 256 bytes and 64 KiB binary.
+        assert_eq!(
+            run(&masked(true, OpCode::Binary, &[7; 256])).unwrap(),
+            ["binary:256"]
+        );
+        assert_eq!(
+            run(&masked(true, OpCode::Binary, &[7; 65536])).unwrap(),
+            ["binary:65536"]
+        );
+    }
+
+    #[test]
+    fn client_role_reads_unmasked_hello() {
+        let mut d = Decoder::new(Role::Client);
+        let mut buf = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        match d.decode(&mut buf, MAX).unwrap() {
+            Decoded::Message {
+                message: Message::Text(t),
+                consumed,
+            } => {
+                assert_eq!((t, consumed), ("Hello", 7))
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut masked_buf = masked(true, OpCode::Text, b"x");
+        assert_eq!(
+            Decoder::new(Role::Client).decode(&mut masked_buf, MAX),
+            Err(ProtocolError::MaskedFrame)
+        );
+    }
+
+    #[test]
+    fn single_frame_message_is_borrowed_from_input() {
+        let mut d = Decoder::new(Role::Server);
+        let mut buf = masked(true, OpCode::Binary, b"abc");
+        let range = buf.as_ptr_range();
+        match d.decode(&mut buf, MAX).unwrap() {
+            Decoded::Message {
+                message: Message::Binary(b),
+                ..
+            } => {
+                assert!(range.contains(&b.as_ptr()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn control_frames_between_fragments_in_order() {
+        let mut f = masked(false, OpCode::Text, b"a");
+        f.extend(masked(true, OpCode::Ping, b"p"));
+        f.extend(masked(false, OpCode::Continuation, b"b"));
+        f.extend(masked(true, OpCode::Pong, b"q"));
+        f.extend(masked(true, OpCode::Continuation, b"c"));
+        f.extend(masked(true, OpCode::Close, b"\x03\xe8done"));
+        assert_eq!(
+            run(&f).unwrap(),
+            ["ping:p", "pong:q", "text:abc", "close:Some(1000):done"]
+        );
+    }
+
+    #[test]
+    fn rule_violations_carry_their_close_codes() {
+        let unmasked = [0x81, 0x01, b'a'];
+        assert_eq!(run(&unmasked).unwrap_err().close_code(), 1002);
+        let mut rsv = masked(true, OpCode::Text, b"a");
+        rsv[0] |= 0x40;
+        assert_eq!(run(&rsv), Err(ProtocolError::ReservedBits));
+        for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
+            let mut f = masked(true, OpCode::Binary, b"");
+            f[0] = 0x80 | op;
+            assert_eq!(run(&f), Err(ProtocolError::ReservedOpcode(op)));
+        }
+        let mut long_ping = masked(true, OpCode::Binary, &[0; 126]);
+        long_ping[0] = 0x89;
+        assert_eq!(run(&long_ping), Err(ProtocolError::ControlFrameTooLong));
+        assert_eq!(
+            run(&masked(false, OpCode::Ping, b"")),
+            Err(ProtocolError::FragmentedControlFrame)
+        );
+        assert_eq!(
+            run(&masked(true, OpCode::Continuation, b"x")),
+            Err(ProtocolError::UnexpectedContinuation)
+        );
+        let mut two = masked(false, OpCode::Text, b"a");
+        two.extend(masked(true, OpCode::Text, b"b"));
+        assert_eq!(run(&two), Err(ProtocolError::ExpectedContinuation));
+        assert_eq!(
+            run(&masked(true, OpCode::Text, b"\xff"))
+                .unwrap_err()
+                .close_code(),
+            1007
+        );
+        assert_eq!(
+            run(&masked(true, OpCode::Close, b"\x03"))
+                .unwrap_err()
+                .close_code(),
+            1002
+        );
+        assert_eq!(
+            run(&masked(true, OpCode::Close, b"\x03\xed"))
+                .unwrap_err()
+                .close_code(),
+            1002
+        );
+        assert_eq!(
+            run(&masked(true, OpCode::Close, b"\x03\xe8\xc0"))
+                .unwrap_err()
+                .close_code(),
+            1007
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_breaks_it() {
+        // Second fragment carries an impossible byte; the third would end the message.
+        let mut d = Decoder::new(Role::Server);
+        let mut f1 = masked(false, OpCode::Text, "κ".as_bytes());
+        assert!(matches!(
+            d.decode(&mut f1, MAX),
+            Ok(Decoded::Fragment { .. })
+        ));
+        let mut f2 = masked(false, OpCode::Continuation, b"\xce\xba\xf4\x90");
+        assert_eq!(d.decode(&mut f2, MAX), Err(ProtocolError::InvalidUtf8));
+        // A sequence split across fragments is fine.
+        let euro = "€".as_bytes();
+        let mut f = masked(false, OpCode::Text, &euro[..1]);
+        f.extend(masked(false, OpCode::Continuation, &euro[1..2]));
+        f.extend(masked(true, OpCode::Continuation, &euro[2..]));
+        assert_eq!(run(&f).unwrap(), ["text:€"]);
+        // Unfinished at the end.
+        let mut f = masked(false, OpCode::Text, &euro[..1]);
+        f.extend(masked(true, OpCode::Continuation, &euro[1..2]));
+        assert_eq!(run(&f), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn too_big_is_decided_from_the_declared_length() {
+        let mut d = Decoder::new(Role::Server);
+        // Header only: declares 2^40 bytes; no payload present.
+        let mut h = vec![0x82, 0xFF, 0, 0, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(d.decode(&mut h, MAX), Err(ProtocolError::MessageTooBig));
+        // Fragments adding up past the limit.
+        let mut d = Decoder::new(Role::Server);
+        let mut f1 = masked(false, OpCode::Binary, &[0; 600]);
+        assert!(matches!(
+            d.decode(&mut f1, 1000),
+            Ok(Decoded::Fragment { .. })
+        ));
+        let mut f2 = masked(true, OpCode::Continuation, &[0; 401])[..14].to_vec();
+        assert_eq!(d.decode(&mut f2, 1000).unwrap_err().close_code(), 1009);
+    }
+
+    #[test]
+    fn every_split_point_parses_the_same() {
+        let mut stream = masked(false, OpCode::Text, "héllo ".as_bytes());
+        stream.extend(masked(true, OpCode::Ping, b"p"));
+        stream.extend(masked(true, OpCode::Continuation, "wörld".as_bytes()));
+        stream.extend(masked(true, OpCode::Binary, &[1; 300]));
+        let whole = run(&stream).unwrap();
+        for split in 0..stream.len() {
+            // Feed the prefix, keep the unconsumed tail, append the rest, as a connection does.
+            let mut d = Decoder::new(Role::Server);
+            let mut pending = stream[..split].to_vec();
+            let mut out = Vec::new();
+            for step in 0..2 {
+                if step == 1 {
+                    pending.extend_from_slice(&stream[split..]);
+                }
+                let mut off = 0;
+                loop {
+                    match d.decode(&mut pending[off..], MAX).unwrap() {
+                        Decoded::Incomplete { .. } => break,
+                        Decoded::Fragment { consumed } => off += consumed,
+                        Decoded::Message { consumed, message } => {
+                            off += consumed;
+                            out.push(format!("{message:?}"));
+                        }
+                    }
+                }
+                pending.drain(..off);
+            }
+            assert_eq!(out.len(), whole.len(), "split {split}");
+        }
+    }
+}
