@@ -1,5 +1,10 @@
 //! wsloop: a single-threaded, readiness-driven WebSocket server (RFC 6455) on mio.
 //!
-//! [`protocol`] is the sans-IO core; [`server`] is the event loop and the [`Handler`] API.
+//! [`protocol`] is the sans-IO core; [`server`] is the event loop and the [`Handler`] API;
+//! [`apps`] holds the echo and chat applications the binary runs.
 
+pub mod apps;
 pub mod protocol;
+pub mod server;
+
+pub use server::{Config, ConnId, Ctx, Handler, Payload, SendStatus, Server, StopHandle, Upgrade};

@@ -1,0 +1,4 @@
+//! The applications `wsloop` runs: echo and chat broadcast.
+
+pub mod chat;
+pub mod echo;

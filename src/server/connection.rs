@@ -1,0 +1,85 @@
+//! One connection: its socket, its explicit state, and only the memory that state needs.
+
+use mio::net::TcpStream;
+
+use super::static_files::FileBody;
+use super::write_buffer::WriteBuffer;
+use crate::protocol::Decoder;
+
+/// Where a connection is in its life. Buffers live in [`Conn`] and are empty (no heap)
+/// unless the state has bytes to hold.
+#[derive(Debug)]
+pub enum State {
+    /// Reading the HTTP request head into `rx`; `scanned` is how far the search for its
+    /// end got, so a slow head is scanned once in total.
+    Handshake { scanned: u32 },
+    /// Streaming a static file body through the write buffer.
+    Http(Box<FileBody>),
+    /// WebSocket open.
+    Open,
+    /// Our close frame is queued; waiting for the peer's (until the close timeout).
+    Closing,
+    /// Last bytes queued (an HTTP error or the final close frame): once they are written
+    /// the write side is shut down and input is read and dropped until the peer's FIN
+    /// (or the close timeout), so the peer sees our last bytes rather than a reset.
+    Linger,
+    /// Released; the slot is freed after the current batch of events.
+    Closed,
+}
+
+pub mod flags {
+    /// Queued in the loop's list of connections to flush this iteration.
+    pub const DIRTY: u8 = 1;
+    /// The kernel refused bytes; wait for a WRITABLE event before writing again.
+    pub const WRITE_BLOCKED: u8 = 1 << 1;
+    /// The handler paused reading (echo under backpressure).
+    pub const PAUSED: u8 = 1 << 2;
+    /// The core paused reading: pongs owed past `max_backpressure`.
+    pub const PONG_PAUSED: u8 = 1 << 3;
+    /// Unsent bytes went above the low watermark; `drain` fires when they fall back.
+    pub const ABOVE_LOW: u8 = 1 << 4;
+    /// A keep-alive ping is out and unanswered by any input.
+    pub const PING_SENT: u8 = 1 << 5;
+    /// The write side was shut down (Linger).
+    pub const SHUT_WR: u8 = 1 << 6;
+    /// The handler's `open` ran, so its `close` is owed exactly once.
+    pub const OPENED: u8 = 1 << 7;
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    pub generation: u32,
+    pub flags: u8,
+    pub state: State,
+    /// Unsent output.
+    pub out: WriteBuffer,
+    /// Unparsed input: an incomplete frame or request head, or input left when reading
+    /// paused. Empty (no heap) on an idle connection.
+    pub rx: Vec<u8>,
+    pub decoder: Decoder,
+    /// Tick at which the state's timer fires; activity only moves this field.
+    pub deadline: u64,
+    /// Deadline of this connection's entry in the timer wheel.
+    pub armed: u64,
+    /// Ids of the topics this connection is subscribed to.
+    pub topics: Vec<u32>,
+}
+
+impl Conn {
+    #[inline]
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Input may be read and parsed.
+    #[inline]
+    pub fn readable(&self) -> bool {
+        !self.has(flags::PAUSED | flags::PONG_PAUSED) && !matches!(self.state, State::Closed)
+    }
+
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open)
+    }
+}

@@ -1,0 +1,457 @@
+//! Loop state shared by the event handling and the handler's [`Ctx`]: connections,
+//! timers, topics and the output side (corking, backpressure, closing).
+
+use std::collections::HashMap;
+use std::net::Shutdown;
+
+use log::warn;
+use slab::Slab;
+
+use super::config::Config;
+use super::connection::{flags, Conn, State};
+use super::handler::{ConnId, Payload, SendStatus};
+use super::timer::{Entry, Wheel};
+use super::write_buffer::BufferPool;
+use crate::protocol::close;
+use crate::protocol::frame::{write_server_frame, OpCode};
+
+/// Work for the loop that must wait until the current handler callback returns.
+#[derive(Debug)]
+pub(crate) enum Notice {
+    /// Call the handler's `close`.
+    Closed {
+        id: ConnId,
+        code: u16,
+        reason: Box<str>,
+    },
+    /// Reading was resumed: parse what is held and read the socket again.
+    Resume(u32),
+}
+
+/// Timeouts converted to wheel ticks once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticks {
+    pub handshake: u64,
+    pub idle_half: u64,
+    pub close: u64,
+}
+
+/// Exact-match topics: name → id, id → subscriber slots.
+#[derive(Debug, Default)]
+pub(crate) struct Topics {
+    ids: HashMap<Box<str>, u32>,
+    subscribers: Vec<Vec<u32>>,
+}
+
+pub(crate) struct Core {
+    pub conns: Slab<Conn>,
+    pub config: Config,
+    pub ticks: Ticks,
+    pub pool: BufferPool,
+    pub wheel: Wheel,
+    /// Current tick.
+    pub now: u64,
+    /// Connections with output gathered this iteration (the cork).
+    pub dirty: Vec<u32>,
+    /// Released connections, removed from the slab after the batch of events.
+    pub to_free: Vec<u32>,
+    pub notices: Vec<Notice>,
+    pub topics: Topics,
+    /// Publish encodes into this once per message.
+    scratch: Vec<u8>,
+    pub next_generation: u32,
+}
+
+impl Core {
+    pub fn new(config: Config, wheel: Wheel) -> Self {
+        let ticks = Ticks {
+            handshake: Wheel::ticks(config.handshake_timeout),
+            idle_half: Wheel::ticks(config.idle_timeout / 2),
+            close: Wheel::ticks(config.close_timeout),
+        };
+        Core {
+            conns: Slab::new(),
+            config,
+            ticks,
+            pool: BufferPool::default(),
+            wheel,
+            now: 0,
+            dirty: Vec::new(),
+            to_free: Vec::new(),
+            notices: Vec::new(),
+            topics: Topics::default(),
+            scratch: Vec::new(),
+            next_generation: 0,
+        }
+    }
+
+    #[inline]
+    pub fn id(&self, idx: u32) -> ConnId {
+        ConnId {
+            index: idx,
+            generation: self.conns[idx as usize].generation,
+        }
+    }
+
+    /// The connection behind `id`, if it is still the same connection.
+    #[inline]
+    fn lookup(&self, id: ConnId) -> Option<&Conn> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// Moves the connection's deadline `ticks` from now; files a wheel entry only when
+    /// the deadline moves earlier than the one already filed.
+    pub fn set_deadline(&mut self, idx: u32, ticks: u64) {
+        let now = self.now;
+        let c = &mut self.conns[idx as usize];
+        c.deadline = now + ticks;
+        if c.deadline < c.armed {
+            c.armed = c.deadline;
+            self.wheel.insert(Entry {
+                index: idx,
+                generation: c.generation,
+                deadline: c.deadline,
+            });
+        }
+    }
+
+    #[inline]
+    pub fn mark_dirty(&mut self, idx: u32) {
+        let c = &mut self.conns[idx as usize];
+        if !c.has(flags::DIRTY) {
+            c.flags |= flags::DIRTY;
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Appends one server frame to the connection's output.
+    pub fn queue_frame(&mut self, idx: u32, opcode: OpCode, payload: &[u8]) {
+        let c = &mut self.conns[idx as usize];
+        write_server_frame(c.out.append(&mut self.pool), true, opcode, payload);
+        self.after_queue(idx);
+    }
+
+    /// Appends raw bytes (an HTTP response, a pre-encoded frame).
+    pub fn queue_bytes(&mut self, idx: u32, bytes: &[u8]) {
+        let c = &mut self.conns[idx as usize];
+        c.out.append(&mut self.pool).extend_from_slice(bytes);
+        self.after_queue(idx);
+    }
+
+    #[inline]
+    fn after_queue(&mut self, idx: u32) {
+        let low = self.config.low_watermark;
+        let c = &mut self.conns[idx as usize];
+        if c.out.len() > low {
+            c.flags |= flags::ABOVE_LOW;
+        }
+        self.mark_dirty(idx);
+    }
+
+    /// Sends a data frame to an open connection, honouring `max_backpressure`.
+    pub fn send(&mut self, idx: u32, opcode: OpCode, payload: &[u8]) -> SendStatus {
+        let limit = self.config.max_backpressure;
+        let c = &self.conns[idx as usize];
+        if !c.is_open() {
+            return SendStatus::Closed;
+        }
+        if c.out.len() > limit {
+            return SendStatus::Dropped;
+        }
+        self.queue_frame(idx, opcode, payload);
+        if self.conns[idx as usize].out.len() > limit {
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// Starts the closing handshake: queue our close frame, tell the handler, and wait for
+    /// the peer's close (or the close timeout).
+    pub fn start_close(&mut self, idx: u32, code: u16, reason: &str) {
+        if !self.conns[idx as usize].is_open() {
+            return;
+        }
+        self.queue_close_frame(idx, code, reason);
+        self.conns[idx as usize].state = State::Closing;
+        self.set_deadline(idx, self.ticks.close);
+        self.notify_closed(idx, code, reason);
+    }
+
+    /// Fails the connection (protocol error, policy): close frame with `code`, then TCP.
+    pub fn fail(&mut self, idx: u32, code: u16, reason: &str) {
+        let c = &self.conns[idx as usize];
+        if matches!(c.state, State::Open | State::Closing) {
+            if c.is_open() {
+                self.queue_close_frame(idx, code, reason);
+            }
+            self.notify_closed(idx, code, reason);
+            self.linger(idx);
+        }
+    }
+
+    pub fn queue_close_frame(&mut self, idx: u32, code: u16, reason: &str) {
+        let mut payload = [0u8; 125];
+        let n = close::encode_payload(code, reason, &mut payload);
+        self.queue_frame(idx, OpCode::Close, &payload[..n]);
+    }
+
+    /// Queue the handler's `close` callback (once per opened connection).
+    pub fn notify_closed(&mut self, idx: u32, code: u16, reason: &str) {
+        let c = &mut self.conns[idx as usize];
+        if c.has(flags::OPENED) {
+            c.flags &= !flags::OPENED;
+            let id = ConnId {
+                index: idx,
+                generation: c.generation,
+            };
+            self.unsubscribe_all(idx);
+            self.notices.push(Notice::Closed {
+                id,
+                code,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// Last bytes are queued: flush them, shut down writing, read to EOF, then release.
+    pub fn linger(&mut self, idx: u32) {
+        let c = &mut self.conns[idx as usize];
+        c.state = State::Linger;
+        c.flags &= !(flags::PAUSED | flags::PONG_PAUSED);
+        c.rx = Vec::new();
+        let ticks = self.ticks.close;
+        self.set_deadline(idx, ticks);
+        self.mark_dirty(idx);
+    }
+
+    /// Called when the write buffer emptied in Linger: send our FIN.
+    pub fn shutdown_write(&mut self, idx: u32) {
+        let c = &mut self.conns[idx as usize];
+        if !c.has(flags::SHUT_WR) {
+            c.flags |= flags::SHUT_WR;
+            if c.stream.shutdown(Shutdown::Write).is_err() {
+                self.release(idx);
+            }
+        }
+    }
+
+    /// Drops the connection: the slot is freed (and the socket closed) after this batch of
+    /// events, so a late event for it can never reach a new connection in the same slot.
+    pub fn release(&mut self, idx: u32) {
+        let c = &mut self.conns[idx as usize];
+        if matches!(c.state, State::Closed) {
+            return;
+        }
+        c.state = State::Closed;
+        if c.has(flags::OPENED) {
+            self.notify_closed(idx, close::ABNORMAL, "");
+        }
+        let c = &mut self.conns[idx as usize];
+        c.out.release(&mut self.pool);
+        c.rx = Vec::new();
+        self.to_free.push(idx);
+    }
+
+    pub fn pause(&mut self, idx: u32, flag: u8) {
+        self.conns[idx as usize].flags |= flag;
+    }
+
+    pub fn resume(&mut self, idx: u32, flag: u8) {
+        let c = &mut self.conns[idx as usize];
+        if c.has(flag) {
+            c.flags &= !flag;
+            if c.readable() {
+                self.notices.push(Notice::Resume(idx));
+            }
+        }
+    }
+
+    fn topic_id(&mut self, topic: &str) -> u32 {
+        if let Some(&id) = self.topics.ids.get(topic) {
+            return id;
+        }
+        let id = self.topics.subscribers.len() as u32;
+        self.topics.ids.insert(topic.into(), id);
+        self.topics.subscribers.push(Vec::new());
+        id
+    }
+
+    pub fn subscribe(&mut self, idx: u32, topic: &str) -> bool {
+        let t = self.topic_id(topic);
+        let c = &mut self.conns[idx as usize];
+        if !c.is_open() || c.topics.contains(&t) {
+            return false;
+        }
+        c.topics.push(t);
+        self.topics.subscribers[t as usize].push(idx);
+        true
+    }
+
+    pub fn unsubscribe(&mut self, idx: u32, topic: &str) -> bool {
+        let Some(&t) = self.topics.ids.get(topic) else {
+            return false;
+        };
+        let c = &mut self.conns[idx as usize];
+        let Some(pos) = c.topics.iter().position(|&x| x == t) else {
+            return false;
+        };
+        c.topics.swap_remove(pos);
+        let subs = &mut self.topics.subscribers[t as usize];
+        if let Some(p) = subs.iter().position(|&x| x == idx) {
+            subs.swap_remove(p);
+        }
+        true
+    }
+
+    fn unsubscribe_all(&mut self, idx: u32) {
+        let topics = std::mem::take(&mut self.conns[idx as usize].topics);
+        for t in topics {
+            let subs = &mut self.topics.subscribers[t as usize];
+            if let Some(p) = subs.iter().position(|&x| x == idx) {
+                subs.swap_remove(p);
+            }
+        }
+    }
+
+    /// Encodes the frame once and appends the same bytes to every subscriber's output.
+    /// A subscriber already past `max_backpressure` is closed with 1008, never waited for.
+    pub fn publish(&mut self, topic: &str, opcode: OpCode, payload: &[u8]) -> usize {
+        let Some(&t) = self.topics.ids.get(topic) else {
+            return 0;
+        };
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        write_server_frame(&mut frame, true, opcode, payload);
+        let limit = self.config.max_backpressure;
+        let mut delivered = 0;
+        let mut slow = Vec::new();
+        let subs = std::mem::take(&mut self.topics.subscribers[t as usize]);
+        for &idx in &subs {
+            let c = &self.conns[idx as usize];
+            if !c.is_open() {
+                continue;
+            }
+            if c.out.len() > limit {
+                slow.push(idx);
+                continue;
+            }
+            self.queue_bytes(idx, &frame);
+            delivered += 1;
+        }
+        // Subscriptions made by callbacks meanwhile are impossible (no callback ran), so
+        // the list goes back as it was.
+        self.topics.subscribers[t as usize] = subs;
+        for idx in slow {
+            warn!(
+                "closing slow subscriber (slot {idx}): {} bytes unsent, limit {limit}",
+                self.conns[idx as usize].out.len()
+            );
+            self.fail(idx, close::POLICY, "backpressure limit exceeded");
+        }
+        self.scratch = frame;
+        delivered
+    }
+
+    /// Bytes queued and not yet taken by the kernel.
+    pub fn buffered_amount(&self, id: ConnId) -> usize {
+        self.lookup(id).map_or(0, |c| c.out.len())
+    }
+
+    /// The slot of `id` if it is still that connection.
+    pub fn slot(&self, id: ConnId) -> Option<u32> {
+        self.lookup(id).map(|_| id.index)
+    }
+}
+
+/// The handler's view of the loop: send, close, publish, read backpressure.
+pub struct Ctx<'a> {
+    pub(crate) core: &'a mut Core,
+}
+
+impl Ctx<'_> {
+    /// Sends a text or binary message.
+    pub fn send(&mut self, conn: ConnId, msg: Payload<'_>) -> SendStatus {
+        let Some(idx) = self.core.slot(conn) else {
+            return SendStatus::Closed;
+        };
+        match msg {
+            Payload::Text(t) => self.core.send(idx, OpCode::Text, t.as_bytes()),
+            Payload::Binary(b) => self.core.send(idx, OpCode::Binary, b),
+        }
+    }
+
+    pub fn send_text(&mut self, conn: ConnId, text: &str) -> SendStatus {
+        self.send(conn, Payload::Text(text))
+    }
+
+    pub fn send_binary(&mut self, conn: ConnId, data: &[u8]) -> SendStatus {
+        self.send(conn, Payload::Binary(data))
+    }
+
+    /// Sends a ping (payload truncated to 125 bytes).
+    pub fn ping(&mut self, conn: ConnId, payload: &[u8]) -> SendStatus {
+        let Some(idx) = self.core.slot(conn) else {
+            return SendStatus::Closed;
+        };
+        self.core
+            .send(idx, OpCode::Ping, &payload[..payload.len().min(125)])
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (truncated to fit a frame).
+    pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        if let Some(idx) = self.core.slot(conn) {
+            self.core.start_close(idx, code, reason);
+        }
+    }
+
+    /// Unsent bytes of the connection (the browser's `bufferedAmount`).
+    pub fn buffered_amount(&self, conn: ConnId) -> usize {
+        self.core.buffered_amount(conn)
+    }
+
+    /// The per-connection limit on unsent bytes.
+    pub fn max_backpressure(&self) -> usize {
+        self.core.config.max_backpressure
+    }
+
+    /// Stops reading the connection (TCP pushes back on the peer) until `resume`.
+    pub fn pause(&mut self, conn: ConnId) {
+        if let Some(idx) = self.core.slot(conn) {
+            self.core.pause(idx, flags::PAUSED);
+        }
+    }
+
+    pub fn resume(&mut self, conn: ConnId) {
+        if let Some(idx) = self.core.slot(conn) {
+            self.core.resume(idx, flags::PAUSED);
+        }
+    }
+
+    pub fn subscribe(&mut self, conn: ConnId, topic: &str) -> bool {
+        self.core
+            .slot(conn)
+            .is_some_and(|idx| self.core.subscribe(idx, topic))
+    }
+
+    pub fn unsubscribe(&mut self, conn: ConnId, topic: &str) -> bool {
+        self.core
+            .slot(conn)
+            .is_some_and(|idx| self.core.unsubscribe(idx, topic))
+    }
+
+    /// Sends `msg` to every subscriber of `topic`; returns how many it was queued for.
+    pub fn publish(&mut self, topic: &str, msg: Payload<'_>) -> usize {
+        match msg {
+            Payload::Text(t) => self.core.publish(topic, OpCode::Text, t.as_bytes()),
+            Payload::Binary(b) => self.core.publish(topic, OpCode::Binary, b),
+        }
+    }
+
+    /// Connections currently held (any state).
+    pub fn connections(&self) -> usize {
+        self.core.conns.len()
+    }
+}
