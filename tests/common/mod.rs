@@ -60,7 +60,7 @@ impl ServerProc {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        unsafe_free_kill(self.pid(), "TERM");
+        send_signal(self.pid(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -72,7 +72,7 @@ impl ServerProc {
     }
 }
 
-fn unsafe_free_kill(pid: u32, sig: &str) {
+fn send_signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([format!("-{sig}"), pid.to_string()])
         .status();
