@@ -598,10 +598,14 @@ impl<H: Handler> Inner<H> {
             }
             self.run_notices();
         }
-        if !emptied {
+        // `drain` may have resumed reading, and what was read may have queued output
+        // (say, our close frame in reply to the peer's, entering Linger): only an empty
+        // buffer now lets the state move on; queued bytes are flushed later this
+        // iteration (the connection is dirty again).
+        let c = &mut self.core.conns[idx as usize];
+        if !emptied || !c.out.is_empty() {
             return;
         }
-        let c = &mut self.core.conns[idx as usize];
         match &mut c.state {
             State::Linger => self.core.shutdown_write(idx),
             State::Http(body) => {
