@@ -385,7 +385,14 @@ impl<H: Handler> Inner<H> {
                 self.process_frames(idx, n);
             }
             State::Closing => self.process_frames(idx, n),
-            State::Handshake { .. } | State::Http(_) => {
+            State::Handshake { .. } => {
+                // `handshake` bounds what is held: a head not ended within the limit is
+                // refused with 431, and bytes behind a complete head (frames pipelined
+                // after an upgrade request) belong to the next stage, not to the head.
+                c.rx.extend_from_slice(&self.rbuf[..n]);
+                self.handshake(idx);
+            }
+            State::Http(_) => {
                 if c.rx.len() + n > self.core.config.max_header_size + 4096 {
                     // A pipelined flood behind a request being answered: bounded.
                     let mut resp = Vec::new();
@@ -395,9 +402,6 @@ impl<H: Handler> Inner<H> {
                     return;
                 }
                 c.rx.extend_from_slice(&self.rbuf[..n]);
-                if matches!(c.state, State::Handshake { .. }) {
-                    self.handshake(idx);
-                }
             }
             State::Linger | State::Closed => {}
         }
