@@ -64,6 +64,9 @@ pub struct Conn {
     pub armed: u64,
     /// Ids of the topics this connection is subscribed to.
     pub topics: Vec<u32>,
+    /// The peer's FIN (or an error) was reported. It may have come with the last data,
+    /// in the same edge: reads then go on past a short read until they see it.
+    pub hup: bool,
 }
 
 impl Conn {

@@ -198,6 +198,11 @@ impl<H: Handler> Server<H> {
                         if ev.is_writable() {
                             inner.on_writable(idx);
                         }
+                        if ev.is_read_closed() || ev.is_error() {
+                            if let Some(c) = inner.core.conns.get_mut(idx as usize) {
+                                c.hup = true;
+                            }
+                        }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             inner.on_readable(idx);
                         }
@@ -304,6 +309,7 @@ impl<H: Handler> Inner<H> {
             deadline,
             armed: deadline,
             topics: Vec::new(),
+            hup: false,
         });
         core.wheel.insert(super::timer::Entry {
             index: idx,
@@ -336,7 +342,8 @@ impl<H: Handler> Inner<H> {
 
     /// Reads until the socket is drained. A read that returns less than the buffer's room
     /// means it is drained for now (edge-triggered epoll reports new data again), so the
-    /// read that would only say WouldBlock is never made.
+    /// read that would only say WouldBlock is never made; unless the peer's FIN or an
+    /// error was reported, which no later edge would report again: then read on to it.
     fn on_readable(&mut self, idx: u32) {
         loop {
             let Some(c) = self.core.conns.get_mut(idx as usize) else {
@@ -352,7 +359,8 @@ impl<H: Handler> Inner<H> {
                 }
                 Ok(n) => {
                     self.on_bytes(idx, n);
-                    if n < self.rbuf.len() {
+                    let hup = self.core.conns.get(idx as usize).is_some_and(|c| c.hup);
+                    if n < self.rbuf.len() && !hup {
                         return;
                     }
                 }
@@ -369,6 +377,25 @@ impl<H: Handler> Inner<H> {
     }
 
     fn on_eof(&mut self, idx: u32) {
+        let c = &mut self.core.conns[idx as usize];
+        c.hup = true;
+        // The peer may only have shut down its sending side: what it is owed (an HTTP
+        // response, our close frame) still goes out, then the connection is released
+        // once written (see `flush`).
+        let shut_wr = c.has(flags::SHUT_WR);
+        let out_empty = c.out.is_empty();
+        match &mut c.state {
+            State::Linger if !shut_wr => return,
+            State::Http(body) => {
+                body.keep_alive = false;
+                return;
+            }
+            State::Handshake { .. } if !out_empty => {
+                self.core.linger(idx);
+                return;
+            }
+            _ => {}
+        }
         // TCP ended: without a close frame this is 1006 for the handler.
         self.core.release(idx);
         self.run_notices();
@@ -611,7 +638,15 @@ impl<H: Handler> Inner<H> {
             return;
         }
         match &mut c.state {
-            State::Linger => self.core.shutdown_write(idx),
+            State::Linger => {
+                let eof = c.hup;
+                self.core.shutdown_write(idx);
+                if eof {
+                    // The peer's FIN came already: nothing more to wait for.
+                    self.core.release(idx);
+                    self.run_notices();
+                }
+            }
             State::Http(body) => {
                 if body.remaining > 0 {
                     let r = body.refill(c.out.append(&mut self.core.pool));
