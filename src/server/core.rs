@@ -316,8 +316,22 @@ impl Core {
         }
     }
 
+    /// Writes the connection's output now, ahead of the end-of-iteration flush (the cork).
+    /// Returns whether its unsent bytes are within `max_backpressure` afterwards.
+    fn flush_now(&mut self, idx: u32) -> bool {
+        let c = &mut self.conns[idx as usize];
+        match c.out.flush(&mut c.stream, &mut self.pool) {
+            Ok(true) => c.flags &= !flags::WRITE_BLOCKED,
+            Ok(false) => c.flags |= flags::WRITE_BLOCKED,
+            // Reported again by the next flush, which releases the connection.
+            Err(_) => return false,
+        }
+        c.out.len() <= self.config.max_backpressure
+    }
+
     /// Encodes the frame once and appends the same bytes to every subscriber's output.
-    /// A subscriber already past `max_backpressure` is closed with 1008, never waited for.
+    /// A subscriber past `max_backpressure` even after offering its output to the kernel
+    /// is closed with 1008, never waited for.
     pub fn publish(&mut self, topic: &str, opcode: OpCode, payload: &[u8]) -> usize {
         let Some(&t) = self.topics.ids.get(topic) else {
             return 0;
@@ -334,7 +348,9 @@ impl Core {
             if !c.is_open() {
                 continue;
             }
-            if c.out.len() > limit {
+            // Output gathered this iteration has not been offered to the kernel yet: a
+            // burst from publishers bigger than the limit is not a slow subscriber.
+            if c.out.len() > limit && !self.flush_now(idx) {
                 slow.push(idx);
                 continue;
             }
