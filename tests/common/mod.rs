@@ -19,7 +19,10 @@ impl ServerProc {
             .arg(mode)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -174,6 +177,12 @@ pub fn reads_to_eof(s: &mut TcpStream) -> bool {
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let op = wsloop::protocol::OpCode::from_u8(opcode).expect("valid opcode");
-    wsloop::protocol::frame::write_client_frame(&mut out, fin, op, payload, [0x12, 0x34, 0x56, 0x78]);
+    wsloop::protocol::frame::write_client_frame(
+        &mut out,
+        fin,
+        op,
+        payload,
+        [0x12, 0x34, 0x56, 0x78],
+    );
     out
 }
