@@ -602,6 +602,12 @@ impl<H: Handler> Inner<H> {
             return;
         }
         let c = &mut self.core.conns[idx as usize];
+        if !c.out.is_empty() {
+            // `drain` (or input it resumed) queued more, possibly a final close frame:
+            // the connection is dirty again, and only once that is written may we shut
+            // down or move on.
+            return;
+        }
         match &mut c.state {
             State::Linger => self.core.shutdown_write(idx),
             State::Http(body) => {
