@@ -34,7 +34,7 @@ pub mod flags {
     pub const WRITE_BLOCKED: u8 = 1 << 1;
     /// The handler paused reading (echo under backpressure).
     pub const PAUSED: u8 = 1 << 2;
-    /// The core paused reading: pongs owed past `max_backpressure`.
+    /// The core paused reading: pongs queued past `max_backpressure`.
     pub const PONG_PAUSED: u8 = 1 << 3;
     /// Unsent bytes went above the low watermark; `drain` fires when they fall back.
     pub const ABOVE_LOW: u8 = 1 << 4;

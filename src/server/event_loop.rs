@@ -772,11 +772,11 @@ fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, idx: u32, message: Mes
         Message::Text(t) if open => handler.message(&mut Ctx { core }, id, Payload::Text(t)),
         Message::Binary(b) if open => handler.message(&mut Ctx { core }, id, Payload::Binary(b)),
         Message::Ping(p) if open => {
-            // Pongs count against the write limit; past it, stop reading until drained
-            // rather than queue pongs without bound.
-            if core.conns[idx as usize].out.len() <= core.config.max_backpressure {
-                core.queue_frame(idx, OpCode::Pong, p);
-            } else {
+            // Every ping is answered (RFC 6455 §5.5.2). Pongs count against the write
+            // limit: past it, stop reading until drained rather than queue pongs without
+            // bound (at most one pong lands above the limit).
+            core.queue_frame(idx, OpCode::Pong, p);
+            if core.conns[idx as usize].out.len() > core.config.max_backpressure {
                 core.pause(idx, flags::PONG_PAUSED);
             }
             handler.ping(&mut Ctx { core }, id, p);
