@@ -199,7 +199,7 @@ impl<H: Handler> Server<H> {
                             inner.on_writable(idx);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            inner.on_readable(idx);
+                            inner.on_readable(idx, ev.is_read_closed() || ev.is_error());
                         }
                     }
                 }
@@ -336,8 +336,11 @@ impl<H: Handler> Inner<H> {
 
     /// Reads until the socket is drained. A read that returns less than the buffer's room
     /// means it is drained for now (edge-triggered epoll reports new data again), so the
-    /// read that would only say WouldBlock is never made.
-    fn on_readable(&mut self, idx: u32) {
+    /// read that would only say WouldBlock is never made -- unless `to_eof`: the peer's
+    /// FIN (or an error) may already be queued behind the data, and its edge has been
+    /// reported, so no event would ever come for it. Then reading goes on until EOF or
+    /// WouldBlock.
+    fn on_readable(&mut self, idx: u32, to_eof: bool) {
         loop {
             let Some(c) = self.core.conns.get_mut(idx as usize) else {
                 return;
@@ -352,7 +355,7 @@ impl<H: Handler> Inner<H> {
                 }
                 Ok(n) => {
                     self.on_bytes(idx, n);
-                    if n < self.rbuf.len() {
+                    if n < self.rbuf.len() && !to_eof {
                         return;
                     }
                 }
@@ -369,8 +372,16 @@ impl<H: Handler> Inner<H> {
     }
 
     fn on_eof(&mut self, idx: u32) {
-        // TCP ended: without a close frame this is 1006 for the handler.
-        self.core.release(idx);
+        // TCP ended: without a close frame this is 1006 for the handler. The peer may only
+        // have shut down its write side: what is already queued for it (an echo, the
+        // reply to its close frame, an HTTP response) is written before closing.
+        let c = &self.core.conns[idx as usize];
+        if c.out.is_empty() || matches!(c.state, State::Closed) {
+            self.core.release(idx);
+        } else {
+            self.core.notify_closed(idx, close::ABNORMAL, "");
+            self.core.linger(idx);
+        }
         self.run_notices();
     }
 
@@ -654,7 +665,8 @@ impl<H: Handler> Inner<H> {
                 if !self.core.conns[idx as usize].rx.is_empty() {
                     self.process_frames(idx, 0);
                 }
-                self.on_readable(idx);
+                // Readiness reported while paused was consumed: a FIN may be pending.
+                self.on_readable(idx, true);
             }
             run_notices(&mut self.core, &mut self.handler);
         }
