@@ -226,6 +226,26 @@ fn four_mib_message_is_echoed() {
 }
 
 #[test]
+fn default_limit_is_16_mib_inclusive() {
+    // Autobahn 9.1.6/9.2.6 send 16 MiB messages: exactly at the default limit.
+    let p = pattern(16 << 20);
+    let mut s = raw_ws(default().addr);
+    let w = send_in_background(&s, binary_frame(&p));
+    expect_message(&mut s, OP_BINARY, &p);
+    w.join().unwrap();
+    close_normally(&mut s);
+    let mut h = Vec::new();
+    push_header(
+        &mut h,
+        FIN | OP_BINARY,
+        (16 << 20) + 1,
+        LenForm::Minimal,
+        Some(next_mask()),
+    );
+    send_expect_close(default().addr, &h, Some(1009));
+}
+
+#[test]
 fn ten_thousand_small_frames_pipelined_are_echoed_in_order() {
     let n = 10_000;
     let mut all = Vec::with_capacity(n * 20);
