@@ -83,3 +83,18 @@ impl Conn {
         matches!(self.state, State::Open)
     }
 }
+
+// Idle connections must stay cheap: this is most of what one costs in user space.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 160);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conn_size() {
+        println!("Conn is {} bytes", std::mem::size_of::<super::Conn>());
+        println!(
+            "slab entry is {} bytes",
+            std::mem::size_of::<slab::Slab<super::Conn>>()
+        );
+    }
+}
