@@ -369,6 +369,11 @@ impl<H: Handler> Inner<H> {
     }
 
     fn on_eof(&mut self, idx: u32) {
+        // The peer may only have shut down its write side: give our last bytes (a close
+        // reply, an HTTP response) one chance to go out before the socket is closed.
+        if !self.core.conns[idx as usize].out.is_empty() {
+            self.flush(idx);
+        }
         // TCP ended: without a close frame this is 1006 for the handler.
         self.core.release(idx);
         self.run_notices();
