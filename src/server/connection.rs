@@ -59,9 +59,9 @@ pub struct Conn {
     pub rx: Vec<u8>,
     pub decoder: Decoder,
     /// Tick at which the state's timer fires; activity only moves this field.
-    pub deadline: u64,
+    pub deadline: u32,
     /// Deadline of this connection's entry in the timer wheel.
-    pub armed: u64,
+    pub armed: u32,
     /// Ids of the topics this connection is subscribed to.
     pub topics: Vec<u32>,
 }

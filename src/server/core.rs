@@ -31,9 +31,9 @@ pub(crate) enum Notice {
 /// Timeouts converted to wheel ticks once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticks {
-    pub handshake: u64,
-    pub idle_half: u64,
-    pub close: u64,
+    pub handshake: u32,
+    pub idle_half: u32,
+    pub close: u32,
 }
 
 /// Exact-match topics: name → id, id → subscriber slots.
@@ -50,7 +50,7 @@ pub(crate) struct Core {
     pub pool: BufferPool,
     pub wheel: Wheel,
     /// Current tick.
-    pub now: u64,
+    pub now: u32,
     /// Connections with output gathered this iteration (the cork).
     pub dirty: Vec<u32>,
     /// Released connections, removed from the slab after the batch of events.
@@ -108,7 +108,7 @@ impl Core {
 
     /// Moves the connection's deadline `ticks` from now; files a wheel entry only when
     /// the deadline moves earlier than the one already filed.
-    pub fn set_deadline(&mut self, idx: u32, ticks: u64) {
+    pub fn set_deadline(&mut self, idx: u32, ticks: u32) {
         let now = self.now;
         let c = &mut self.conns[idx as usize];
         c.deadline = now + ticks;

@@ -709,7 +709,7 @@ impl<H: Handler> Inner<H> {
                 continue;
             }
             let idx = e.index;
-            c.armed = u64::MAX;
+            c.armed = u32::MAX;
             match c.state {
                 State::Open if !c.has(flags::PING_SENT) => {
                     c.flags |= flags::PING_SENT;
