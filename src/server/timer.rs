@@ -84,7 +84,7 @@ impl Wheel {
         if self.len == 0 {
             return None;
         }
-        let next = self.start + TICK * (self.tick_of(now) as u32 + 1);
+        let next = self.start + TICK * (self.tick_of(now) + 1);
         Some(next.saturating_duration_since(now))
     }
 }
