@@ -59,9 +59,9 @@ pub struct Conn {
     pub rx: Vec<u8>,
     pub decoder: Decoder,
     /// Tick at which the state's timer fires; activity only moves this field.
-    pub deadline: u64,
+    pub deadline: u32,
     /// Deadline of this connection's entry in the timer wheel.
-    pub armed: u64,
+    pub armed: u32,
     /// Ids of the topics this connection is subscribed to.
     pub topics: Vec<u32>,
 }
@@ -81,5 +81,20 @@ impl Conn {
     #[inline]
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open)
+    }
+}
+
+// Idle connections must stay cheap: this is most of what one costs in user space.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 160);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conn_size() {
+        println!("Conn is {} bytes", std::mem::size_of::<super::Conn>());
+        println!(
+            "slab entry is {} bytes",
+            std::mem::size_of::<slab::Slab<super::Conn>>()
+        );
     }
 }

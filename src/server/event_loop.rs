@@ -491,9 +491,11 @@ impl<H: Handler> Inner<H> {
             State::Open | State::Handshake { .. } | State::Http(_)
         ) {
             // Bytes pipelined behind the head belong to the next stage.
-            let mut rest = rx;
-            rest.drain(..end);
-            c.rx = rest;
+            c.rx = if rx.len() > end {
+                rx[end..].to_vec()
+            } else {
+                Vec::new() // an idle connection holds no input buffer
+            };
         }
         match outcome {
             Next::Open(protocol) => {
@@ -691,8 +693,9 @@ impl<H: Handler> Inner<H> {
         }
         // Deferred teardown: only now are released slots freed and sockets closed.
         for idx in std::mem::take(&mut self.core.to_free) {
+            // Closing the socket (dropping the stream) also removes it from epoll, so no
+            // deregister syscall is needed.
             if let Some(mut c) = self.core.conns.try_remove(idx as usize) {
-                let _ = self.registry.deregister(&mut c.stream);
                 c.out.release(&mut self.core.pool);
             }
         }
@@ -719,7 +722,7 @@ impl<H: Handler> Inner<H> {
                 continue;
             }
             let idx = e.index;
-            c.armed = u64::MAX;
+            c.armed = u32::MAX;
             match c.state {
                 State::Open if !c.has(flags::PING_SENT) => {
                     c.flags |= flags::PING_SENT;
