@@ -153,6 +153,17 @@ fn a_two_frame_stream_split_at_every_byte_parses_the_same() {
         expect_message(&mut s, OP_BINARY, &bin);
         expect_message(&mut s, OP_TEXT, txt);
     }
+    // A 16-bit-length text frame whose payload arrives in two pieces at every point
+    // (text is unmasked and validated as it arrives).
+    let long = "κόσμε €😀 ".repeat(8).into_bytes();
+    assert!(long.len() > 125);
+    let stream = text_frame(&long);
+    for split in 0..=stream.len() {
+        send(&mut s, &stream[..split]);
+        std::thread::sleep(Duration::from_millis(1));
+        send(&mut s, &stream[split..]);
+        expect_message(&mut s, OP_TEXT, &long);
+    }
     // And a fragmented text message with a UTF-8 sequence cut by the fragment boundary.
     let mut stream = raw_frame(OP_TEXT, &txt[..3]);
     stream.extend(raw_frame(FIN | OP_CONT, &txt[3..]));

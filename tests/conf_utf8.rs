@@ -290,21 +290,49 @@ fn invalid_text_after_valid_messages_fails_after_their_echoes() {
 }
 
 #[test]
-fn invalid_text_inside_one_frame_written_in_chunks_fails_with_1007() {
-    // Autobahn 6.4.3/6.4.4: one frame, its payload written in three chunks with the
-    // invalid bytes in the middle one. (Failing before the frame is complete is allowed,
-    // not required: the frame is completed here.)
-    let payload =
-        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80\x65\x64\x69\x74\x65\x64";
-    let f = text_frame(payload);
-    let mut s = raw_ws(server().addr);
-    let (a, rest) = f.split_at(6 + 11);
-    let (b, c) = rest.split_at(4);
-    for part in [a, b, c] {
-        send(&mut s, part);
+fn invalid_text_inside_one_frame_fails_before_the_frame_completes() {
+    // Autobahn 6.4.3/6.4.4: one text frame, its payload written in three chunks; the
+    // invalid bytes are in the second. The 1007 must come before the third is sent.
+    let p1 = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"; // κόσμε
+    let cases: &[(&[u8], &[u8], &[u8])] = &[
+        (p1, b"\xf4\x90\x80\x80", b"edited"), // 6.4.3
+        (
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4",
+            b"\x90",
+            b"\x80\x80edited",
+        ), // 6.4.4
+        (b"hello ", b"\xed\xa0", b"\x80 world"),
+        (b"", b"\xc0", b"\xaf"),
+    ];
+    for (a, b, c) in cases {
+        let payload: Vec<u8> = [*a, *b, *c].concat();
+        let f = text_frame(&payload);
+        let header = f.len() - payload.len();
+        let mut s = raw_ws(server().addr);
+        send(&mut s, &f[..header + a.len()]);
         std::thread::sleep(std::time::Duration::from_millis(5));
+        send(&mut s, &f[header + a.len()..header + a.len() + b.len()]);
+        // The rest of the frame is never sent.
+        let code = read_close(&mut s);
+        assert_eq!(code, Some(1007), "{a:x?} | {b:x?}");
+        expect_eof(&mut s);
     }
-    expect_close(&mut s, Some(1007));
+}
+
+#[test]
+fn valid_text_frame_written_in_pieces_is_echoed() {
+    // A single text frame, its payload arriving in pieces that cut UTF-8 sequences.
+    let text = "κόσμε €😀 ascii \u{10ffff}\u{800}".repeat(8);
+    let f = text_frame(text.as_bytes());
+    let mut s = raw_ws(server().addr);
+    for piece in [1usize, 2, 3, 5, 7, 13] {
+        for c in f.chunks(piece) {
+            send(&mut s, c);
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        expect_message(&mut s, OP_TEXT, text.as_bytes());
+    }
+    close_normally(&mut s);
 }
 
 #[test]
