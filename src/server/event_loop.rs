@@ -824,3 +824,22 @@ fn run_notices<H: Handler>(core: &mut Core, handler: &mut H) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Exercises the `unsafe` getrlimit/setrlimit calls: afterwards the soft limit equals
+    /// the hard limit that /proc reports.
+    #[test]
+    fn fd_limit_raised_to_hard_limit() {
+        let got = super::raise_fd_limit();
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (soft, hard) = (fields[3], fields[4]);
+        assert_eq!(soft, hard);
+        assert_eq!(got.to_string(), soft);
+    }
+}
