@@ -54,10 +54,19 @@ struct Fragmented {
     utf8: Utf8Validator,
 }
 
-/// Per-connection decoding state: 16 bytes, no heap while no fragmented message is open.
+/// Per-connection decoding state: 24 bytes, no heap while no fragmented message is open.
+///
+/// The caller hands `decode` the same unconsumed frame again when more bytes arrive, so a
+/// text frame that arrives in pieces is unmasked and validated piece by piece in place:
+/// `partial` counts the payload bytes already done, and invalid UTF-8 fails as soon as
+/// it arrives rather than when the frame completes.
 #[derive(Debug)]
 pub struct Decoder {
     open: Option<Box<Fragmented>>,
+    /// Payload bytes of the incomplete frame at the start of the input that are already
+    /// unmasked (and, for text, validated by `partial_utf8` or the open message).
+    partial: u32,
+    partial_utf8: Utf8Validator,
     role: Role,
     /// The open message was handed out by the last call; free it on the next one.
     delivered: bool,
@@ -67,6 +76,8 @@ impl Decoder {
     pub const fn new(role: Role) -> Self {
         Decoder {
             open: None,
+            partial: 0,
+            partial_utf8: Utf8Validator::new(),
             role,
             delivered: false,
         }
@@ -85,9 +96,21 @@ impl Decoder {
         }
     }
 
+    /// The validator that text of this frame feeds: the open message's for a
+    /// continuation, the decoder's own for a single text frame.
+    fn validator(&mut self, opcode: OpCode) -> &mut Utf8Validator {
+        match (&mut self.open, opcode) {
+            (Some(f), OpCode::Continuation) => &mut f.utf8,
+            _ => &mut self.partial_utf8,
+        }
+    }
+
     /// Decodes the frame at the start of `buf`, enforcing every RFC 6455 rule for this
     /// role. `max_message` bounds a whole message (all its fragments) and is checked
     /// against the declared length before any payload is buffered.
+    ///
+    /// After `Incomplete`, call again with the same bytes — as left in `buf`, which may
+    /// have been unmasked in part — followed by more; never with other bytes in front.
     pub fn decode<'a>(
         &'a mut self,
         buf: &'a mut [u8],
@@ -122,14 +145,38 @@ impl Decoder {
         }
         // Fits in usize: bounded by max_message (data) or 125 (control).
         let total = h.header_len + h.payload_len as usize;
+        let text = match h.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.open.as_ref().is_some_and(|f| f.text),
+            _ => false,
+        };
+        let done = self.partial as usize;
         if buf.len() < total {
+            // Unmask and validate the text that is here, so bad UTF-8 fails now.
+            let avail = buf.len().saturating_sub(h.header_len);
+            if text && avail > done {
+                let piece = &mut buf[h.header_len + done..h.header_len + avail];
+                if let Some(key) = h.mask {
+                    apply_mask(piece, key, done);
+                }
+                self.validator(h.opcode).feed(piece)?;
+                self.partial = avail as u32;
+            }
             return Ok(Decoded::Incomplete {
                 need: total - buf.len(),
             });
         }
+        self.partial = 0;
         let payload = &mut buf[h.header_len..total];
         if let Some(key) = h.mask {
-            apply_mask(payload, key, 0);
+            apply_mask(&mut payload[done..], key, done);
+        }
+        if done > 0 {
+            // The frame came in pieces: finish the incremental validation.
+            self.validator(h.opcode).feed(&payload[done..])?;
+            if h.opcode == OpCode::Text && h.fin {
+                self.partial_utf8.finish()?;
+            }
         }
         let payload: &'a [u8] = payload;
         let message = match h.opcode {
@@ -144,10 +191,13 @@ impl Decoder {
                 }
             }
             OpCode::Text | OpCode::Binary => {
-                let text = h.opcode == OpCode::Text;
                 let mut utf8 = Utf8Validator::new();
                 if text {
-                    utf8.feed(payload)?;
+                    if done > 0 {
+                        utf8 = std::mem::take(&mut self.partial_utf8);
+                    } else {
+                        utf8.feed(payload)?;
+                    }
                 }
                 self.open = Some(Box::new(Fragmented {
                     text,
@@ -158,7 +208,7 @@ impl Decoder {
             }
             OpCode::Continuation => {
                 let f = self.open.as_mut().expect("checked above");
-                if f.text {
+                if f.text && done == 0 {
                     f.utf8.feed(payload)?;
                 }
                 f.data.extend_from_slice(payload);
@@ -373,6 +423,38 @@ mod tests {
         let mut f = masked(false, OpCode::Text, &euro[..1]);
         f.extend(masked(true, OpCode::Continuation, &euro[1..2]));
         assert_eq!(run(&f), Err(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_frame_arriving_in_pieces_fails_before_it_completes() {
+        let mut d = Decoder::new(Role::Server);
+        let mut payload = "valid start ".repeat(10).into_bytes();
+        payload.push(0xFF);
+        payload.extend_from_slice(&[b'z'; 200]);
+        let frame = masked(true, OpCode::Text, &payload);
+        let mut first = frame[..frame.len() - 100].to_vec();
+        assert_eq!(d.decode(&mut first, MAX), Err(ProtocolError::InvalidUtf8));
+        // Valid text in pieces, split inside a multi-byte character, still decodes.
+        let text = "ünïcödé ".repeat(40);
+        let frame = masked(true, OpCode::Text, text.as_bytes());
+        let mut d = Decoder::new(Role::Server);
+        for cut in [7usize, 8, 9, 50, 51, 200] {
+            let mut part = frame[..cut].to_vec();
+            assert!(matches!(
+                d.decode(&mut part, MAX),
+                Ok(Decoded::Incomplete { .. })
+            ));
+            // The caller keeps the (partly unmasked) bytes and appends the rest.
+            let mut whole = part;
+            whole.extend_from_slice(&frame[cut..]);
+            match d.decode(&mut whole, MAX).unwrap() {
+                Decoded::Message {
+                    message: Message::Text(t),
+                    ..
+                } => assert_eq!(t, text),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

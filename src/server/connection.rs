@@ -34,7 +34,7 @@ pub mod flags {
     pub const WRITE_BLOCKED: u8 = 1 << 1;
     /// The handler paused reading (echo under backpressure).
     pub const PAUSED: u8 = 1 << 2;
-    /// The core paused reading: pongs owed past `max_backpressure`.
+    /// The core paused reading: pongs queued past `max_backpressure`.
     pub const PONG_PAUSED: u8 = 1 << 3;
     /// Unsent bytes went above the low watermark; `drain` fires when they fall back.
     pub const ABOVE_LOW: u8 = 1 << 4;
@@ -59,14 +59,11 @@ pub struct Conn {
     pub rx: Vec<u8>,
     pub decoder: Decoder,
     /// Tick at which the state's timer fires; activity only moves this field.
-    pub deadline: u64,
+    pub deadline: u32,
     /// Deadline of this connection's entry in the timer wheel.
-    pub armed: u64,
+    pub armed: u32,
     /// Ids of the topics this connection is subscribed to.
     pub topics: Vec<u32>,
-    /// The peer's FIN (or an error) was reported. It may have come with the last data,
-    /// in the same edge: reads then go on past a short read until they see it.
-    pub hup: bool,
 }
 
 impl Conn {
@@ -84,5 +81,20 @@ impl Conn {
     #[inline]
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open)
+    }
+}
+
+// Idle connections must stay cheap: this is most of what one costs in user space.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 160);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn conn_size() {
+        println!("Conn is {} bytes", std::mem::size_of::<super::Conn>());
+        println!(
+            "slab entry is {} bytes",
+            std::mem::size_of::<slab::Slab<super::Conn>>()
+        );
     }
 }

@@ -31,9 +31,9 @@ pub(crate) enum Notice {
 /// Timeouts converted to wheel ticks once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticks {
-    pub handshake: u64,
-    pub idle_half: u64,
-    pub close: u64,
+    pub handshake: u32,
+    pub idle_half: u32,
+    pub close: u32,
 }
 
 /// Exact-match topics: name → id, id → subscriber slots.
@@ -50,7 +50,7 @@ pub(crate) struct Core {
     pub pool: BufferPool,
     pub wheel: Wheel,
     /// Current tick.
-    pub now: u64,
+    pub now: u32,
     /// Connections with output gathered this iteration (the cork).
     pub dirty: Vec<u32>,
     /// Released connections, removed from the slab after the batch of events.
@@ -69,8 +69,13 @@ impl Core {
             idle_half: Wheel::ticks(config.idle_timeout / 2),
             close: Wheel::ticks(config.close_timeout),
         };
+        // Reserve the slab for the connection limit up front: untouched pages cost no
+        // resident memory, and the slab never reallocates (and copies every connection)
+        // while the loop is serving.
+        let fd_limit = super::event_loop::raise_fd_limit() as usize;
+        let capacity = config.max_connections.min(fd_limit.max(1024));
         Core {
-            conns: Slab::new(),
+            conns: Slab::with_capacity(capacity),
             config,
             ticks,
             pool: BufferPool::default(),
@@ -103,7 +108,7 @@ impl Core {
 
     /// Moves the connection's deadline `ticks` from now; files a wheel entry only when
     /// the deadline moves earlier than the one already filed.
-    pub fn set_deadline(&mut self, idx: u32, ticks: u64) {
+    pub fn set_deadline(&mut self, idx: u32, ticks: u32) {
         let now = self.now;
         let c = &mut self.conns[idx as usize];
         c.deadline = now + ticks;

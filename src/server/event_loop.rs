@@ -198,13 +198,8 @@ impl<H: Handler> Server<H> {
                         if ev.is_writable() {
                             inner.on_writable(idx);
                         }
-                        if ev.is_read_closed() || ev.is_error() {
-                            if let Some(c) = inner.core.conns.get_mut(idx as usize) {
-                                c.hup = true;
-                            }
-                        }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            inner.on_readable(idx);
+                            inner.on_readable(idx, ev.is_read_closed() || ev.is_error());
                         }
                     }
                 }
@@ -309,7 +304,6 @@ impl<H: Handler> Inner<H> {
             deadline,
             armed: deadline,
             topics: Vec::new(),
-            hup: false,
         });
         core.wheel.insert(super::timer::Entry {
             index: idx,
@@ -342,9 +336,11 @@ impl<H: Handler> Inner<H> {
 
     /// Reads until the socket is drained. A read that returns less than the buffer's room
     /// means it is drained for now (edge-triggered epoll reports new data again), so the
-    /// read that would only say WouldBlock is never made; unless the peer's FIN or an
-    /// error was reported, which no later edge would report again: then read on to it.
-    fn on_readable(&mut self, idx: u32) {
+    /// read that would only say WouldBlock is never made -- unless `to_eof`: the peer's
+    /// FIN (or an error) may already be queued behind the data, and its edge has been
+    /// reported, so no event would ever come for it. Then reading goes on until EOF or
+    /// WouldBlock.
+    fn on_readable(&mut self, idx: u32, to_eof: bool) {
         loop {
             let Some(c) = self.core.conns.get_mut(idx as usize) else {
                 return;
@@ -359,8 +355,7 @@ impl<H: Handler> Inner<H> {
                 }
                 Ok(n) => {
                     self.on_bytes(idx, n);
-                    let hup = self.core.conns.get(idx as usize).is_some_and(|c| c.hup);
-                    if n < self.rbuf.len() && !hup {
+                    if n < self.rbuf.len() && !to_eof {
                         return;
                     }
                 }
@@ -377,27 +372,16 @@ impl<H: Handler> Inner<H> {
     }
 
     fn on_eof(&mut self, idx: u32) {
-        let c = &mut self.core.conns[idx as usize];
-        c.hup = true;
-        // The peer may only have shut down its sending side: what it is owed (an HTTP
-        // response, our close frame) still goes out, then the connection is released
-        // once written (see `flush`).
-        let shut_wr = c.has(flags::SHUT_WR);
-        let out_empty = c.out.is_empty();
-        match &mut c.state {
-            State::Linger if !shut_wr => return,
-            State::Http(body) => {
-                body.keep_alive = false;
-                return;
-            }
-            State::Handshake { .. } if !out_empty => {
-                self.core.linger(idx);
-                return;
-            }
-            _ => {}
+        // TCP ended: without a close frame this is 1006 for the handler. The peer may only
+        // have shut down its write side: what is already queued for it (an echo, the
+        // reply to its close frame, an HTTP response) is written before closing.
+        let c = &self.core.conns[idx as usize];
+        if c.out.is_empty() || matches!(c.state, State::Closed) {
+            self.core.release(idx);
+        } else {
+            self.core.notify_closed(idx, close::ABNORMAL, "");
+            self.core.linger(idx);
         }
-        // TCP ended: without a close frame this is 1006 for the handler.
-        self.core.release(idx);
         self.run_notices();
     }
 
@@ -511,9 +495,11 @@ impl<H: Handler> Inner<H> {
             State::Open | State::Handshake { .. } | State::Http(_)
         ) {
             // Bytes pipelined behind the head belong to the next stage.
-            let mut rest = rx;
-            rest.drain(..end);
-            c.rx = rest;
+            c.rx = if rx.len() > end {
+                rx[end..].to_vec()
+            } else {
+                Vec::new() // an idle connection holds no input buffer
+            };
         }
         match outcome {
             Next::Open(protocol) => {
@@ -629,24 +615,18 @@ impl<H: Handler> Inner<H> {
             }
             self.run_notices();
         }
-        // `drain` may have resumed reading, and what was read may have queued output
-        // (say, our close frame in reply to the peer's, entering Linger): only an empty
-        // buffer now lets the state move on; queued bytes are flushed later this
-        // iteration (the connection is dirty again).
+        if !emptied {
+            return;
+        }
         let c = &mut self.core.conns[idx as usize];
-        if !emptied || !c.out.is_empty() {
+        if !c.out.is_empty() {
+            // `drain` (or input it resumed) queued more, possibly a final close frame:
+            // the connection is dirty again, and only once that is written may we shut
+            // down or move on.
             return;
         }
         match &mut c.state {
-            State::Linger => {
-                let eof = c.hup;
-                self.core.shutdown_write(idx);
-                if eof {
-                    // The peer's FIN came already: nothing more to wait for.
-                    self.core.release(idx);
-                    self.run_notices();
-                }
-            }
+            State::Linger => self.core.shutdown_write(idx),
             State::Http(body) => {
                 if body.remaining > 0 {
                     let r = body.refill(c.out.append(&mut self.core.pool));
@@ -691,7 +671,8 @@ impl<H: Handler> Inner<H> {
                 if !self.core.conns[idx as usize].rx.is_empty() {
                     self.process_frames(idx, 0);
                 }
-                self.on_readable(idx);
+                // Readiness reported while paused was consumed: a FIN may be pending.
+                self.on_readable(idx, true);
             }
             run_notices(&mut self.core, &mut self.handler);
         }
@@ -716,8 +697,9 @@ impl<H: Handler> Inner<H> {
         }
         // Deferred teardown: only now are released slots freed and sockets closed.
         for idx in std::mem::take(&mut self.core.to_free) {
+            // Closing the socket (dropping the stream) also removes it from epoll, so no
+            // deregister syscall is needed.
             if let Some(mut c) = self.core.conns.try_remove(idx as usize) {
-                let _ = self.registry.deregister(&mut c.stream);
                 c.out.release(&mut self.core.pool);
             }
         }
@@ -744,7 +726,7 @@ impl<H: Handler> Inner<H> {
                 continue;
             }
             let idx = e.index;
-            c.armed = u64::MAX;
+            c.armed = u32::MAX;
             match c.state {
                 State::Open if !c.has(flags::PING_SENT) => {
                     c.flags |= flags::PING_SENT;
@@ -809,9 +791,9 @@ fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, idx: u32, message: Mes
         Message::Text(t) if open => handler.message(&mut Ctx { core }, id, Payload::Text(t)),
         Message::Binary(b) if open => handler.message(&mut Ctx { core }, id, Payload::Binary(b)),
         Message::Ping(p) if open => {
-            // Every ping is answered. Pongs count against the write limit: past it, stop
-            // reading until drained rather than queue pongs without bound (so at most
-            // one pong goes past the limit).
+            // Every ping is answered (RFC 6455 §5.5.2). Pongs count against the write
+            // limit: past it, stop reading until drained rather than queue pongs without
+            // bound (at most one pong lands above the limit).
             core.queue_frame(idx, OpCode::Pong, p);
             if core.conns[idx as usize].out.len() > core.config.max_backpressure {
                 core.pause(idx, flags::PONG_PAUSED);
@@ -844,5 +826,24 @@ fn run_notices<H: Handler>(core: &mut Core, handler: &mut H) {
         if let Notice::Closed { id, code, reason } = core.notices.remove(pos) {
             handler.close(&mut Ctx { core }, id, code, &reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Exercises the `unsafe` getrlimit/setrlimit calls: afterwards the soft limit equals
+    /// the hard limit that /proc reports.
+    #[test]
+    fn fd_limit_raised_to_hard_limit() {
+        let got = super::raise_fd_limit();
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (soft, hard) = (fields[3], fields[4]);
+        assert_eq!(soft, hard);
+        assert_eq!(got.to_string(), soft);
     }
 }

@@ -14,14 +14,14 @@ const SLOTS: usize = 1024;
 pub struct Entry {
     pub index: u32,
     pub generation: u32,
-    pub deadline: u64,
+    pub deadline: u32,
 }
 
 pub struct Wheel {
     slots: Vec<Vec<Entry>>,
     start: Instant,
     /// Every tick before this one has been swept.
-    swept: u64,
+    swept: u32,
     len: usize,
 }
 
@@ -36,33 +36,33 @@ impl Wheel {
     }
 
     /// The tick `now` falls in.
-    pub fn tick_of(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.start).as_millis() / TICK.as_millis()) as u64
+    pub fn tick_of(&self, now: Instant) -> u32 {
+        (now.saturating_duration_since(self.start).as_millis() / TICK.as_millis()) as u32
     }
 
     /// Ticks to cover `d`, rounded up (at least one).
-    pub fn ticks(d: Duration) -> u64 {
-        (d.as_millis().div_ceil(TICK.as_millis()) as u64).max(1)
+    pub fn ticks(d: Duration) -> u32 {
+        (d.as_millis().div_ceil(TICK.as_millis()) as u32).max(1)
     }
 
     pub fn insert(&mut self, e: Entry) {
         let due = e.deadline.max(self.swept);
-        self.slots[(due % SLOTS as u64) as usize].push(e);
+        self.slots[(due % SLOTS as u32) as usize].push(e);
         self.len += 1;
     }
 
     /// Moves every entry due by tick `now` into `due` (entries filed for a later lap of
     /// the wheel are put back).
-    pub fn expire(&mut self, now: u64, due: &mut Vec<Entry>) {
+    pub fn expire(&mut self, now: u32, due: &mut Vec<Entry>) {
         if self.swept > now {
             return;
         }
         // After a long sleep, one lap visits every slot; each entry is checked against
         // its own deadline, so nothing is missed.
-        let last = now.min(self.swept + SLOTS as u64 - 1);
+        let last = now.min(self.swept + SLOTS as u32 - 1);
         let mut tick = self.swept;
         while tick <= last && self.len > 0 {
-            let slot = (tick % SLOTS as u64) as usize;
+            let slot = (tick % SLOTS as u32) as usize;
             let entries = std::mem::take(&mut self.slots[slot]);
             let mut keep = Vec::new();
             for e in entries {
@@ -84,7 +84,7 @@ impl Wheel {
         if self.len == 0 {
             return None;
         }
-        let next = self.start + TICK * (self.tick_of(now) as u32 + 1);
+        let next = self.start + TICK * (self.tick_of(now) + 1);
         Some(next.saturating_duration_since(now))
     }
 }
@@ -97,7 +97,7 @@ mod tests {
     fn entries_fire_at_their_tick_even_past_one_lap() {
         let t0 = Instant::now();
         let mut w = Wheel::new(t0);
-        for (i, d) in [(0u32, 3u64), (1, 10), (2, SLOTS as u64 + 5)] {
+        for (i, d) in [(0u32, 3u32), (1, 10), (2, SLOTS as u32 + 5)] {
             w.insert(Entry {
                 index: i,
                 generation: 0,
@@ -110,10 +110,10 @@ mod tests {
         w.expire(3, &mut due);
         assert_eq!(due.iter().map(|e| e.index).collect::<Vec<_>>(), [0]);
         due.clear();
-        w.expire(SLOTS as u64 + 4, &mut due);
+        w.expire(SLOTS as u32 + 4, &mut due);
         assert_eq!(due.iter().map(|e| e.index).collect::<Vec<_>>(), [1]);
         due.clear();
-        w.expire(SLOTS as u64 + 5, &mut due);
+        w.expire(SLOTS as u32 + 5, &mut due);
         assert_eq!(due.iter().map(|e| e.index).collect::<Vec<_>>(), [2]);
         assert!(w.next_timeout(t0).is_none());
     }

@@ -186,3 +186,427 @@ pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     );
     out
 }
+
+// ---------------------------------------------------------------------------------------
+// Raw-socket conformance helpers: frames built byte by byte (any opcode, RSV bits, length
+// form), frame/close/HTTP readers that assert what they read, and a per-test-file shared
+// server.
+// ---------------------------------------------------------------------------------------
+
+/// FIN bit of the first header byte.
+pub const FIN: u8 = 0x80;
+/// RSV bits of the first header byte.
+pub const RSV1: u8 = 0x40;
+pub const RSV2: u8 = 0x20;
+pub const RSV3: u8 = 0x10;
+/// Opcodes (as raw nibbles, so reserved ones can be sent too).
+pub const OP_CONT: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// How the payload length is written in a raw frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LenForm {
+    /// The shortest form (what RFC 6455 §5.2 requires).
+    Minimal,
+    /// The 7-bit form (payload must be at most 125 bytes).
+    Short,
+    /// 126 + 16-bit length.
+    Ext16,
+    /// 127 + 64-bit length.
+    Ext64,
+}
+
+static MASK_COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// A fresh, never all-zero masking key (varies per frame, so masking bugs show).
+pub fn next_mask() -> [u8; 4] {
+    let n = MASK_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let x = n.wrapping_mul(0x9E37_79B9) | 0x0101_0101;
+    x.to_be_bytes()
+}
+
+/// Appends a frame header with an arbitrary first byte, declared length and mask.
+pub fn push_header(out: &mut Vec<u8>, b0: u8, declared: u64, form: LenForm, mask: Option<[u8; 4]>) {
+    out.push(b0);
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    let form = match form {
+        LenForm::Minimal if declared < 126 => LenForm::Short,
+        LenForm::Minimal if declared <= 0xFFFF => LenForm::Ext16,
+        LenForm::Minimal => LenForm::Ext64,
+        f => f,
+    };
+    match form {
+        LenForm::Short => {
+            assert!(declared < 126, "7-bit length form holds at most 125");
+            out.push(m | declared as u8);
+        }
+        LenForm::Ext16 => {
+            out.push(m | 126);
+            out.extend_from_slice(&(declared as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 127);
+            out.extend_from_slice(&declared.to_be_bytes());
+        }
+    }
+    if let Some(k) = mask {
+        out.extend_from_slice(&k);
+    }
+}
+
+/// A masked client frame with an arbitrary first byte (FIN | RSV | opcode), any length form.
+pub fn raw_frame_form(b0: u8, payload: &[u8], form: LenForm) -> Vec<u8> {
+    let mask = next_mask();
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    push_header(&mut out, b0, payload.len() as u64, form, Some(mask));
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// A masked client frame with an arbitrary first byte (FIN | RSV | opcode).
+pub fn raw_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    raw_frame_form(b0, payload, LenForm::Minimal)
+}
+
+/// A masked final text frame.
+pub fn text_frame(payload: &[u8]) -> Vec<u8> {
+    raw_frame(FIN | OP_TEXT, payload)
+}
+
+/// A masked final binary frame.
+pub fn binary_frame(payload: &[u8]) -> Vec<u8> {
+    raw_frame(FIN | OP_BINARY, payload)
+}
+
+/// A masked close frame: `code` (if any) followed by `reason`.
+pub fn close_frame(code: Option<u16>, reason: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    if let Some(c) = code {
+        p.extend_from_slice(&c.to_be_bytes());
+    }
+    p.extend_from_slice(reason);
+    raw_frame(FIN | OP_CLOSE, &p)
+}
+
+/// The fragments of one message: `chunks` as first frame (`opcode`) and continuations.
+pub fn fragments(opcode: u8, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let op = if i == 0 { opcode } else { OP_CONT };
+        let fin = if i + 1 == chunks.len() { FIN } else { 0 };
+        out.extend(raw_frame(fin | op, c));
+    }
+    out
+}
+
+/// A server frame as it came off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireFrame {
+    pub fin: bool,
+    pub rsv: u8,
+    pub opcode: u8,
+    /// Bytes of header (2, 4 or 10: the length form the server chose).
+    pub header_len: usize,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one server frame, asserting it is unmasked. Panics on EOF or timeout.
+pub fn read_wire_frame(s: &mut TcpStream) -> WireFrame {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h)
+        .unwrap_or_else(|e| panic!("expected a frame header from the server: {e}"));
+    assert_eq!(h[1] & 0x80, 0, "server frames must be unmasked");
+    let (len, header_len) = match h[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).expect("16-bit length");
+            (u16::from_be_bytes(b) as u64, 4)
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).expect("64-bit length");
+            (u64::from_be_bytes(b), 10)
+        }
+        n => (n as u64, 2),
+    };
+    assert!(len < 1 << 31, "implausible server frame length {len}");
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload)
+        .unwrap_or_else(|e| panic!("expected {len} payload bytes: {e}"));
+    WireFrame {
+        fin: h[0] & 0x80 != 0,
+        rsv: (h[0] >> 4) & 7,
+        opcode: h[0] & 0x0F,
+        header_len,
+        payload,
+    }
+}
+
+/// The header length RFC 6455 §5.2 requires for a payload of `len` bytes (unmasked).
+pub fn minimal_header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    }
+}
+
+/// Reads one frame and asserts it is a final, RSV-free, minimally encoded data frame
+/// with this opcode and payload.
+pub fn expect_message(s: &mut TcpStream, opcode: u8, payload: &[u8]) {
+    let f = read_wire_frame(s);
+    assert_eq!(
+        (f.fin, f.rsv, f.opcode),
+        (true, 0, opcode),
+        "expected a final frame with opcode {opcode:#x}, got {f:?}",
+        f = Abbrev(&f)
+    );
+    assert_eq!(
+        f.header_len,
+        minimal_header_len(f.payload.len()),
+        "server length form"
+    );
+    if f.payload != payload {
+        panic!(
+            "payload differs: got {} bytes, expected {} (first difference at {:?})",
+            f.payload.len(),
+            payload.len(),
+            f.payload.iter().zip(payload).position(|(a, b)| a != b)
+        );
+    }
+}
+
+/// Debug helper: a frame printed with its payload shortened.
+pub struct Abbrev<'a>(pub &'a WireFrame);
+
+impl std::fmt::Debug for Abbrev<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.0.payload;
+        write!(
+            f,
+            "WireFrame {{ fin: {}, rsv: {}, opcode: {:#x}, len: {}, payload: {:?}{} }}",
+            self.0.fin,
+            self.0.rsv,
+            self.0.opcode,
+            p.len(),
+            String::from_utf8_lossy(&p[..p.len().min(40)]),
+            if p.len() > 40 { "..." } else { "" }
+        )
+    }
+}
+
+/// Reads one frame, asserts it is a close frame, and returns its code (None: empty).
+pub fn read_close(s: &mut TcpStream) -> Option<u16> {
+    let f = read_wire_frame(s);
+    assert_eq!(
+        (f.fin, f.rsv, f.opcode),
+        (true, 0, OP_CLOSE),
+        "expected a close frame, got {:?}",
+        Abbrev(&f)
+    );
+    assert_ne!(f.payload.len(), 1, "a close payload of one byte is invalid");
+    if f.payload.is_empty() {
+        return None;
+    }
+    assert!(
+        std::str::from_utf8(&f.payload[2..]).is_ok(),
+        "close reason must be UTF-8"
+    );
+    Some(u16::from_be_bytes([f.payload[0], f.payload[1]]))
+}
+
+/// The next frame is a close with `code`, and then the server closes TCP cleanly (FIN).
+pub fn expect_close(s: &mut TcpStream, code: Option<u16>) {
+    let got = read_close(s);
+    assert_eq!(got, code, "close code");
+    assert!(
+        reads_to_eof(s),
+        "after its close frame the server must close TCP (clean EOF, no reset)"
+    );
+}
+
+/// Writes `bytes` in one call.
+pub fn send(s: &mut TcpStream, bytes: &[u8]) {
+    s.write_all(bytes).expect("write to server");
+}
+
+/// Writes `bytes` one byte per write, pausing between writes so they arrive as separate
+/// segments (TCP_NODELAY is set by `raw_connect`).
+pub fn send_bytewise(s: &mut TcpStream, bytes: &[u8], pause: Duration) {
+    for b in bytes {
+        s.write_all(std::slice::from_ref(b))
+            .expect("write to server");
+        s.flush().unwrap();
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+/// Writes `bytes` from another thread (on a clone of the socket), so the caller can read
+/// the replies meanwhile: no deadlock however much is pipelined.
+pub fn send_in_background(s: &TcpStream, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let mut w = s.try_clone().expect("clone socket");
+    std::thread::spawn(move || w.write_all(&bytes).expect("background write to server"))
+}
+
+/// After a refusal or a failure: the server sends nothing more and closes TCP.
+pub fn expect_eof(s: &mut TcpStream) {
+    assert!(
+        reads_to_eof(s),
+        "expected a clean TCP close (FIN) from the server"
+    );
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.split("\r\n").skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// How many header lines are called `name`.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter(|l| {
+                l.split_once(':')
+                    .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            })
+            .count()
+    }
+}
+
+/// Reads an HTTP response head and, if it has a `Content-Length`, exactly that much body.
+pub fn read_http_response(s: &mut TcpStream) -> HttpResponse {
+    let head = read_http_head(s);
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "incomplete response head: {head:?}"
+    );
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
+    let mut r = HttpResponse {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    if let Some(len) = r.header("content-length") {
+        let len: usize = len.parse().expect("numeric Content-Length");
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body)
+            .expect("response body of Content-Length bytes");
+        r.body = body;
+    }
+    r
+}
+
+/// Sends `request` on a fresh connection and expects a complete error response with this
+/// status: `Content-Length` matching the body, `Connection: close`, then TCP closed.
+pub fn expect_http_error(addr: SocketAddr, request: &[u8], status: u16) -> HttpResponse {
+    let mut s = raw_connect(addr);
+    send(&mut s, request);
+    let r = read_http_response(&mut s);
+    assert_eq!(
+        r.status,
+        status,
+        "status for {:?}:\n{}",
+        String::from_utf8_lossy(&request[..request.len().min(200)]),
+        r.head
+    );
+    assert!(
+        r.header("content-length").is_some(),
+        "error response without Content-Length:\n{}",
+        r.head
+    );
+    assert_eq!(
+        r.header("connection").map(|v| v.to_ascii_lowercase()),
+        Some("close".into()),
+        "error response must say Connection: close:\n{}",
+        r.head
+    );
+    assert!(
+        r.header("sec-websocket-accept").is_none(),
+        "refusal must not accept"
+    );
+    expect_eof(&mut s);
+    r
+}
+
+/// Pids of shared servers, killed when the test binary exits.
+static SHARED_PIDS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn kill_shared_servers() {
+    if let Ok(pids) = SHARED_PIDS.lock() {
+        for &pid in pids.iter() {
+            // SAFETY: kill(2) with a pid we spawned; no memory is touched.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// One server per test binary (per `cell`), started on first use and killed at exit.
+pub fn shared_server(
+    cell: &'static std::sync::OnceLock<ServerProc>,
+    mode: &str,
+    extra: &[&str],
+) -> &'static ServerProc {
+    cell.get_or_init(|| {
+        let server = ServerProc::start(mode, extra);
+        let mut pids = SHARED_PIDS.lock().unwrap();
+        if pids.is_empty() {
+            // SAFETY: registers a plain extern "C" function that only calls kill(2).
+            unsafe {
+                libc::atexit(kill_shared_servers);
+            }
+        }
+        pids.push(server.pid());
+        server
+    })
+}
+
+/// A raw WebSocket connection with a `Sec-WebSocket-Protocol` offer; returns the stream
+/// and the 101 head.
+pub fn raw_ws_with(addr: SocketAddr, extra_headers: &str) -> (TcpStream, String) {
+    let mut s = raw_connect(addr);
+    send(&mut s, upgrade_request(addr, extra_headers).as_bytes());
+    let head = read_http_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (s, head)
+}
+
+/// Opens a connection, sends `bytes`, and expects the close `code` (then TCP closed).
+pub fn send_expect_close(addr: SocketAddr, bytes: &[u8], code: Option<u16>) {
+    let mut s = raw_ws(addr);
+    send(&mut s, bytes);
+    expect_close(&mut s, code);
+}
+
+/// Checks the server still echoes on a fresh connection (after a test broke one).
+pub fn assert_alive(addr: SocketAddr) {
+    let mut s = raw_ws(addr);
+    send(&mut s, &text_frame(b"still alive?"));
+    expect_message(&mut s, OP_TEXT, b"still alive?");
+    send(&mut s, &close_frame(Some(1000), b""));
+    expect_close(&mut s, Some(1000));
+}

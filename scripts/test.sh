@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, on a clean machine: installs what the tests need (Python
+# `websockets` + pytest, Node `ws` + `playwright-core`, Debian's chromium), then runs
+# the Rust unit, property, conformance, hostile and interop tests, the Python and Node
+# interop tests and the browser tests. Exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+step() { printf '\n==> %s\n' "$*"; }
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+step "installing test dependencies"
+if ! command -v chromium >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt 2>&1 \
+  | grep -v -i "running pip as the 'root' user" || true
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+step "cargo build (the binaries the Python, Node and browser tests start)"
+cargo build --bins --locked
+export WSLOOP_BIN="$ROOT/target/debug/wsloop"
+
+failed=0
+run() {
+  step "$*"
+  if ! "$@"; then
+    echo "FAILED: $*" >&2
+    failed=$((failed + 1))
+  fi
+}
+
+run cargo test --locked --all-targets
+if [ -f tests/python/test_interop.py ]; then
+  run python3 -m pytest -q tests/python
+fi
+node_tests=(tests/node/*.test.mjs)
+if [ -e "${node_tests[0]}" ]; then
+  run node --test --test-concurrency=1 "${node_tests[@]}"
+fi
+
+if [ "$failed" -ne 0 ]; then
+  echo "$failed test group(s) failed" >&2
+  exit 1
+fi
+echo "all test groups passed"
