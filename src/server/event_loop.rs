@@ -375,7 +375,13 @@ impl<H: Handler> Inner<H> {
         // TCP ended: without a close frame this is 1006 for the handler. The peer may only
         // have shut down its write side: what is already queued for it (an echo, the
         // reply to its close frame, an HTTP response) is written before closing.
-        let c = &self.core.conns[idx as usize];
+        let c = &mut self.core.conns[idx as usize];
+        if let State::Http(body) = &mut c.state {
+            // A file is being sent: the rest of it is owed too. Finish it, then close
+            // rather than wait for another request.
+            body.keep_alive = false;
+            return;
+        }
         if c.out.is_empty() || matches!(c.state, State::Closed) {
             self.core.release(idx);
         } else {
