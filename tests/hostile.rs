@@ -1048,3 +1048,76 @@ fn chat_subscriber_that_never_reads_is_closed() {
     assert_alive(&mut server);
     mem.report();
 }
+
+/// Peers that shut down their sending side right after the request (FIN with the last
+/// bytes, like `nc -N`) still get everything they are owed — a streamed file, an error
+/// response, the reply to their close frame — and the server releases them without
+/// waiting for a timer.
+#[test]
+fn half_closing_peers_get_what_they_are_owed() {
+    let dir = std::env::temp_dir().join(format!("wsloop-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &file).unwrap();
+    let mut server = ServerProc::start(
+        "echo",
+        &[
+            "--www",
+            dir.to_str().unwrap(),
+            "--handshake-timeout",
+            "120",
+            "--close-timeout",
+            "120",
+            "--idle-timeout",
+            "600",
+        ],
+    );
+    let base_fds = server.fd_count();
+    let mem = Mem::new(&server, "half-closing peers");
+    let exchange = |request: &[u8]| -> Vec<u8> {
+        let mut s = raw_connect(server.addr);
+        s.write_all(request).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).expect("response, then FIN");
+        got
+    };
+    let got = exchange(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        got[split..] == file[..],
+        "file body: {} of {} bytes",
+        got.len() - split,
+        file.len()
+    );
+
+    let got = exchange(
+        upgrade_request(server.addr, &format!("X: {}\r\n", "a".repeat(20_000))).as_bytes(),
+    );
+    assert!(
+        got.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let mut req = upgrade_request(server.addr, "").into_bytes();
+    req.extend(client_frame(true, 1, b"hello"));
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    req.extend(client_frame(true, 8, &close));
+    let got = exchange(&req);
+    let mut want = b"\x81\x05hello\x88\x05".to_vec();
+    want.extend_from_slice(&close);
+    assert!(
+        got.starts_with(b"HTTP/1.1 101") && got.ends_with(&want),
+        "{got:?}"
+    );
+
+    let took = wait_fds(&server, base_fds, Duration::from_secs(30));
+    println!("[half-closing peers] all answered; fds back to baseline in {took:?}");
+    echo_round_trip(server.addr);
+    assert_alive(&mut server);
+    mem.report();
+    let _ = std::fs::remove_dir_all(&dir);
+}
