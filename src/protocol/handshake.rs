@@ -134,7 +134,8 @@ pub fn find_head_end(
             None => break,
             Some(p) => {
                 let nl = i + p;
-                if nl >= 3 && &buf[nl - 3..=nl] == b"\r\n\r\n" {
+                // "\r\n\r\n", or a bare-LF line followed by an empty CRLF line.
+                if nl >= 2 && &buf[nl - 2..=nl] == b"\n\r\n" {
                     return Ok(Some(nl + 1));
                 }
                 // Tolerate bare LF line endings, as httparse does.
@@ -426,6 +427,15 @@ mod tests {
             find_head_end(&bytes, &mut scanned, 8192).unwrap(),
             Some(GOOD.len())
         );
+    }
+
+    #[test]
+    fn mixed_line_endings_end_the_head_where_httparse_does() {
+        // httparse ends this head after "\n\r\n" (26 bytes); the rest is the next request.
+        let req = b"GET / HTTP/1.1\r\nHost: a\n\r\nXYZ\r\n\r\n";
+        let mut scanned = 0;
+        assert_eq!(find_head_end(req, &mut scanned, 8192), Ok(Some(26)));
+        assert!(parse_request(&req[..26]).is_ok());
     }
 
     #[test]
