@@ -386,8 +386,9 @@ proptest! {
             }
             prop_assert!(body == f.payload, "payload differs after unmasking");
 
-            // Truncated by one byte: Incomplete, buffer untouched. (A lone continuation is
-            // refused as soon as its header is whole.)
+            // Truncated by one byte: Incomplete, header untouched (a text payload may be
+            // unmasked in place so far). A lone continuation is refused as soon as its
+            // header is whole.
             let mut short = wire[..wire.len() - 1].to_vec();
             let before = short.clone();
             let mut dec = Decoder::new(role);
@@ -397,7 +398,12 @@ proptest! {
                 Ok(Decoded::Incomplete { need: 1 })
             };
             prop_assert_eq!(dec.decode(&mut short, BIG_MAX), want);
-            prop_assert!(short == before);
+            if f.opcode == OpCode::Text {
+                let n = h.header_len.min(short.len());
+                prop_assert!(short[..n] == before[..n]);
+            } else {
+                prop_assert!(short == before);
+            }
 
             // The wrong role refuses it on masking alone.
             let other = if role == Role::Server { Role::Client } else { Role::Server };

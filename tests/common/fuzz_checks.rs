@@ -67,6 +67,32 @@ fn check_error(e: ProtocolError) -> u16 {
     code
 }
 
+/// After `Incomplete`, the header is untouched and the payload differs from before only
+/// in one run of bytes that were unmasked in place (byte i XOR key[i % 4]): the piece of
+/// text that arrived since the last call.
+fn check_incomplete_changes(before: &[u8], after: &[u8]) {
+    assert_eq!(before.len(), after.len());
+    let Ok(HeaderParse::Complete(h)) = FrameHeader::parse(before) else {
+        assert_eq!(before, after, "Incomplete modified a partial header");
+        return;
+    };
+    assert_eq!(
+        &before[..h.header_len],
+        &after[..h.header_len],
+        "Incomplete modified the header"
+    );
+    let key = h.mask.unwrap_or([0; 4]);
+    let (b, a) = (&before[h.header_len..], &after[h.header_len..]);
+    let first = b.iter().zip(a).position(|(x, y)| x != y);
+    let last = b.iter().zip(a).rposition(|(x, y)| x != y);
+    if let (Some(first), Some(last)) = (first, last) {
+        assert!(
+            (first..=last).all(|i| a[i] == b[i] ^ key[i % 4]),
+            "Incomplete changed payload bytes other than by unmasking them"
+        );
+    }
+}
+
 /// Decodes every whole frame at the start of `pending`, appending events, checking the
 /// decoder's contract on every call; returns how many bytes were consumed and the error
 /// that stopped decoding, if any.
@@ -88,8 +114,8 @@ pub fn decode_available(
             _ => None,
         };
         let whole_frame_present = frame_total.is_some_and(|t| t <= rest.len() as u64);
-        // Incomplete promises not to touch the buffer; keep a copy of the (last, partial)
-        // frame to check that.
+        // Incomplete touches nothing but a prefix of a text payload, which it may unmask
+        // in place (to fail invalid UTF-8 early); keep a copy of the partial frame to check.
         let snapshot = (!whole_frame_present).then(|| rest.to_vec());
         let rest_len = rest.len();
         let result = dec.decode(rest, max_message);
@@ -98,11 +124,7 @@ pub fn decode_available(
             Ok(Decoded::Incomplete { need }) => {
                 assert!(need >= 1, "Incomplete with need 0");
                 let snapshot = snapshot.expect("Incomplete although a whole frame is buffered");
-                assert_eq!(
-                    &pending[off..],
-                    &snapshot[..],
-                    "Incomplete modified the buffer"
-                );
+                check_incomplete_changes(&snapshot, &pending[off..]);
                 if let Some(t) = frame_total {
                     assert_eq!(rest_len as u64 + need as u64, t, "need mismatch");
                 } else {
@@ -243,6 +265,24 @@ pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Ev
             return (events, End::Error(1009));
         }
         if ((rest.len() - hl) as u64) < len {
+            // Text that is already impossible fails before the frame completes.
+            let text = op == 1 || (op == 0 && open.as_ref().is_some_and(|(t, _)| *t));
+            if text {
+                let mut acc = if op == 0 {
+                    open.as_ref().map(|(_, d)| d.clone()).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let key = if masked {
+                    &rest[hl - 4..hl]
+                } else {
+                    &[0u8; 4][..]
+                };
+                acc.extend(rest[hl..].iter().enumerate().map(|(j, b)| b ^ key[j % 4]));
+                if !valid_prefix(&acc) {
+                    return (events, End::Error(1007));
+                }
+            }
             return (events, need_more);
         }
         let mut payload = rest[hl..hl + len as usize].to_vec();
