@@ -83,7 +83,7 @@ for run in $(seq 1 "$RUNS"); do
   for subs in 100 1000; do
     for server in "${CHATS[@]}"; do
       run_cell "$run" "broadcast-n$subs" "$server" broadcast --subscribers "$subs" \
-        --publishers 4 --window 16 --size 64 "${T[@]}" --source-ips "$SOURCES_A"
+        --publishers 4 --window 16 --size 64 "${T[@]}" --source-ips "$SOURCES_A" --connect-timeout 60
     done
   done
   for server in "${SERVERS[@]}"; do

@@ -66,7 +66,7 @@ done
 run_cell 1 "pipelined-c1-k100-s20" wsloop-echo echo --connections 1 --inflight 100 --size 20 "${T[@]}"
 for subs in 100 1000; do
   run_cell 1 "broadcast-n$subs" wsloop-chat broadcast --subscribers "$subs" --publishers 4 \
-    --window 16 --size 64 "${T[@]}" --source-ips "$SOURCES_A"
+    --window 16 --size 64 "${T[@]}" --source-ips "$SOURCES_A" --connect-timeout 60
 done
 run_cell 1 "idle-c1000" wsloop-echo connect --connections 1000 --hold "$HOLD" --source-ips "$SOURCES_A"
 run_hold_split 1 "idle-c19000" wsloop-echo 19000 "$HOLD"

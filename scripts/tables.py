@@ -71,12 +71,13 @@ def loadtest(rows):
         out += ["## Echo", ""]
         out.append(table(
             ["connections", "in flight", "size", "msgs/s", "payload MB/s", "p50 µs", "p99 µs", "p99.9 µs",
-             "server CPU %", "server CPU µs/msg", "wsload CPU %", "errors"],
+             "server CPU %", "server CPU µs/msg", "wsload CPU %", "wsload CPU µs/msg", "errors"],
             [[num(d.get("connections")), d.get("inflight"), size_name(d.get("size")), num(d.get("msgs_per_sec")),
               num((d.get("bytes_per_sec") or 0) / 1e6, "{:,.1f}"), num(lat(d, "p50"), "{:,.1f}"),
               num(lat(d, "p99"), "{:,.1f}"), num(lat(d, "p999"), "{:,.1f}"),
               num(d.get("server_cpu_pct"), "{:.0f}"), num(d.get("server_cpu_s_per_million_msgs"), "{:.2f}"),
-              num(d.get("client_cpu_pct"), "{:.0f}"), errs(d)] for d in echo]))
+              num(d.get("client_cpu_pct"), "{:.0f}"), num(d.get("client_cpu_s_per_million_msgs"), "{:.2f}"),
+              errs(d)] for d in echo]))
         out.append("")
     bc = [d for d in rows if d.get("scenario") == "broadcast"]
     if bc:
@@ -139,12 +140,12 @@ def compare(rows):
             return f"{num(d.get('subscribers'))} subscribers"
         return f"{num(d.get('requested_connections'))} conns"
 
-    def section(title, prefix, servers, metric, fmt, better):
+    def section(title, prefix, servers, metric, fmt, better, ratios=True):
         cs = cells(prefix)
         if not cs:
             return
         base = servers[0]
-        peers = servers[1:]
+        peers = servers[1:] if ratios else []
         header = ["cell"] + [SHORT[s] for s in servers] + [f"wsloop/{SHORT[p]}" for p in peers]
         body = []
         for c in cs:
@@ -166,6 +167,10 @@ def compare(rows):
             "CPU seconds per million messages = µs per message; lower is better; ratio < 1 means wsloop is cheaper")
     section("Echo latency p99, µs", "echo-", ECHO_SERVERS, lambda d: lat(d, "p99"), "{:,.0f}",
             "lower is better")
+    section("wsload CPU per message, µs (load generator check)", "echo-", ECHO_SERVERS,
+            lambda d: d.get("client_cpu_s_per_million_msgs"), "{:.2f}",
+            "wsload's own cost against each server; below the server's CPU per message means "
+            "wsload was not the bottleneck", ratios=False)
     section("Broadcast deliveries/s", "broadcast-", CHAT_SERVERS, lambda d: d.get("deliveries_per_sec"),
             "{:,.0f}", "higher is better")
     section("Idle memory per connection, bytes", "idle-", ECHO_SERVERS, lambda d: d.get("per_conn_bytes"),

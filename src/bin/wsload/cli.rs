@@ -53,6 +53,10 @@ pub struct Common {
     /// Overall deadline in seconds (default: everything the run needs plus 30 s).
     #[arg(long, value_name = "SECS")]
     pub deadline: Option<f64>,
+    /// Spin on epoll_wait instead of sleeping while load runs: lower latency and less
+    /// wake-up work on both sides, but wsload shows 100 % CPU (its core is spent anyway).
+    #[arg(long)]
+    pub busy_poll: bool,
     /// Free-form label copied into the JSON (e.g. the server's name).
     #[arg(long)]
     pub label: Option<String>,

@@ -166,6 +166,8 @@ pub struct NetCfg {
     /// New connections per second, all threads.
     pub rate: Option<f64>,
     pub seed: u64,
+    /// Poll with a zero timeout during warmup, measure and drain.
+    pub busy_poll: bool,
 }
 
 struct Worker<A: App> {
@@ -237,6 +239,10 @@ impl<A: App> Worker<A> {
     }
 
     fn timeout(&self) -> Option<Duration> {
+        if self.net.busy_poll && matches!(self.phase, Phase::Warmup | Phase::Measure | Phase::Drain)
+        {
+            return Some(Duration::ZERO);
+        }
         let mut due: Option<u64> = None;
         if self.app.timer_period().is_some() {
             due = Some(self.next_timer);
@@ -1017,6 +1023,10 @@ impl Controller {
 
     pub fn phase(&self) -> Phase {
         self.shared.phase()
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.handles.len() as u32
     }
 
     pub fn stop_connecting(&mut self) {

@@ -41,7 +41,10 @@ pub struct EchoConn {
     recv: u64,
     /// --messages: echoes of sequence numbers from here on are measured.
     measure_from: u64,
+    /// Send times, a ring of K slots indexed by `head` (next send) and `tail` (next echo).
     sent_at: Box<[u64]>,
+    head: u32,
+    tail: u32,
 }
 
 impl Echo {
@@ -78,6 +81,19 @@ impl Echo {
         s
     }
 
+    /// Whether an echo is exactly message `seq` of connection `id`.
+    #[inline]
+    fn matches(&self, seq: u64, id: u32, payload: &[u8]) -> bool {
+        let expected = Self::stamp_for(seq, id);
+        if self.stamp == STAMP {
+            // Fixed-size compare: no memcmp call for the stamp.
+            let got: &[u8; STAMP] = payload[..STAMP].try_into().expect("checked length");
+            got == &expected && payload[STAMP..] == self.reference[STAMP..]
+        } else {
+            payload == &expected[..self.stamp]
+        }
+    }
+
     #[cold]
     fn mismatch(&self, ctx: &mut Ctx, c: &EchoConn, seq: u64, payload: &[u8]) {
         let id = c.id;
@@ -108,6 +124,8 @@ impl App for Echo {
             recv: 0,
             measure_from: u64::MAX,
             sent_at: vec![0; self.k as usize].into_boxed_slice(),
+            head: 0,
+            tail: 0,
         }
     }
 
@@ -151,7 +169,11 @@ impl App for Echo {
         out.reserve(n as usize * self.frame.len());
         for _ in 0..n {
             let seq = c.sent;
-            c.sent_at[(seq % self.k) as usize] = ctx.now;
+            c.sent_at[c.head as usize] = ctx.now;
+            c.head += 1;
+            if c.head as u64 == self.k {
+                c.head = 0;
+            }
             let start = out.len() + self.header_len;
             out.extend_from_slice(&self.frame);
             let stamp = Self::stamp_for(seq, c.id);
@@ -189,10 +211,13 @@ impl App for Echo {
             ctx.st.error(ErrorKind::Corrupt, || {
                 format!("connection {id}: echo #{seq} came back as binary={binary}, {len} bytes")
             });
-        } else if payload[..self.stamp] != Self::stamp_for(seq, c.id)[..self.stamp]
-            || payload[self.stamp..] != self.reference[self.stamp..]
-        {
+        } else if !self.matches(seq, c.id, payload) {
             self.mismatch(ctx, c, seq, payload);
+        }
+        let slot = c.tail as usize;
+        c.tail += 1;
+        if c.tail as u64 == self.k {
+            c.tail = 0;
         }
         let measured = if self.quota.is_some() {
             ctx.st.measuring && seq >= c.measure_from
@@ -200,7 +225,7 @@ impl App for Echo {
             ctx.st.measuring
         };
         if measured {
-            let rtt = ctx.now.saturating_sub(c.sent_at[(seq % self.k) as usize]);
+            let rtt = ctx.now.saturating_sub(c.sent_at[slot]);
             ctx.st.hist.record(rtt);
             ctx.st.msgs += 1;
             ctx.st.bytes += self.size as u64;

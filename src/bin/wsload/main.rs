@@ -91,6 +91,7 @@ impl Env {
             fd_budget_per_thread: (cap / threads as u64).max(1) as usize,
             rate,
             seed: self.seed,
+            busy_poll: c.busy_poll,
         };
         (net, capped)
     }
@@ -142,15 +143,21 @@ fn thread_share(count: u64, total: u32, threads: u32, t: u32) -> u64 {
 }
 
 /// Warmup, then the measured window (duration or --messages); returns the CPU snapshots
-/// bracketing it.
-fn measure(
+/// bracketing it. Skipped (an empty window) when no connection opened.
+fn measure_if_open(
     ctl: &mut Controller,
     c: &Common,
     warmup: f64,
     duration: Option<f64>,
     messages: Option<u64>,
-    threads: u32,
+    notes: &mut Vec<String>,
 ) -> (CpuSnapshot, CpuSnapshot) {
+    if ctl.shared.opened.load(Relaxed) == 0 {
+        notes.push("no connection opened: nothing measured".into());
+        let now = CpuSnapshot::take(c.server_pid);
+        return (now, now);
+    }
+    let threads = ctl.threads();
     ctl.set_phase(Phase::Warmup);
     ctl.sleep(secs(warmup));
     let cpu0 = CpuSnapshot::take(c.server_pid);
@@ -211,7 +218,7 @@ fn run_echo(a: &EchoArgs) -> Result<Report, String> {
     )?;
     let mut notes = Vec::new();
     connect_all(&mut ctl, total, secs(c.connect_timeout), &mut notes);
-    let (cpu0, cpu1) = measure(&mut ctl, c, a.warmup, a.duration, a.messages, threads);
+    let (cpu0, cpu1) = measure_if_open(&mut ctl, c, a.warmup, a.duration, a.messages, &mut notes);
     ctl.set_phase(Phase::Drain);
     if !ctl.wait(Duration::from_secs(3), |s| s.inflight.load(Relaxed) <= 0) {
         let n = ctl.shared.inflight.load(Relaxed);
@@ -297,7 +304,7 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
     connect_all(&mut ctl, total, secs(c.connect_timeout), &mut notes);
     // Let the server finish registering the last joiners before anyone publishes.
     ctl.sleep(Duration::from_millis(100));
-    let (cpu0, cpu1) = measure(&mut ctl, c, a.warmup, a.duration, a.messages, threads);
+    let (cpu0, cpu1) = measure_if_open(&mut ctl, c, a.warmup, a.duration, a.messages, &mut notes);
     ctl.set_phase(Phase::Drain);
     if !ctl.wait(Duration::from_secs(3), |s| s.inflight.load(Relaxed) <= 0) {
         let n = ctl.shared.inflight.load(Relaxed);

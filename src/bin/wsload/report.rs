@@ -14,6 +14,7 @@ pub enum J {
     /// A float printed with this many decimals.
     F(f64, usize),
     S(String),
+    A(Vec<J>),
     O(Vec<(String, J)>),
 }
 
@@ -44,6 +45,16 @@ impl J {
             }
             J::F(..) => out.push_str("null"),
             J::S(s) => write_str(out, s),
+            J::A(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
             J::O(fields) => {
                 out.push('{');
                 for (i, (k, v)) in fields.iter().enumerate() {
@@ -142,6 +153,21 @@ pub fn group(n: u64) -> String {
 }
 
 impl Report {
+    /// Scenario notes plus a warning when wsload itself was close to a full core.
+    fn all_notes(&self) -> Vec<String> {
+        let mut n = self.notes.clone();
+        if let Some(c) = self.own_cpu() {
+            let pct = 100.0 * c / self.cpu_window() / self.threads as f64;
+            if pct >= 90.0 && self.window_s >= 0.5 {
+                n.push(format!(
+                    "wsload used {pct:.0} % of each of its {} thread(s): it may be the bottleneck (try --threads)",
+                    self.threads
+                ));
+            }
+        }
+        n
+    }
+
     pub fn errors(&self) -> u64 {
         self.stats.error_count()
     }
@@ -257,6 +283,15 @@ impl Report {
             J::opt_f(self.own_cpu().map(|c| 100.0 * c / self.cpu_window()), 1),
         );
         put(
+            "client_cpu_s_per_million_msgs",
+            J::opt_f(
+                self.own_cpu()
+                    .filter(|_| self.msgs > 0)
+                    .map(|c| c * 1e6 / self.msgs as f64),
+                3,
+            ),
+        );
+        put(
             "handshake_latency_us",
             match lat(&self.stats.hs_hist) {
                 Some(l) => J::O(vec![
@@ -270,6 +305,10 @@ impl Report {
         for (k, v) in &self.extra {
             put(k, v.clone());
         }
+        put(
+            "notes",
+            J::A(self.all_notes().into_iter().map(J::S).collect()),
+        );
         let mut out = String::new();
         J::O(f).write(&mut out);
         out
@@ -310,15 +349,31 @@ impl Report {
         }
         row(
             "measured",
-            format!("{:.3} s, {} msgs", self.window_s, group(self.msgs)),
+            format!(
+                "{:.3} s, {} {}",
+                self.window_s,
+                group(self.msgs),
+                if self.handshake_latency {
+                    "handshakes"
+                } else {
+                    "msgs"
+                }
+            ),
         );
         row(
             "throughput",
-            format!(
-                "{} msgs/s, {:.1} MB/s payload",
-                group(self.rate(self.msgs).round() as u64),
-                self.rate(self.bytes) / 1e6
-            ),
+            if self.handshake_latency {
+                format!(
+                    "{} handshakes/s",
+                    group(self.rate(self.msgs).round() as u64)
+                )
+            } else {
+                format!(
+                    "{} msgs/s, {:.1} MB/s payload",
+                    group(self.rate(self.msgs).round() as u64),
+                    self.rate(self.bytes) / 1e6
+                )
+            },
         );
         if let Some(l) = lat(hist) {
             row(
@@ -359,10 +414,15 @@ impl Report {
             row("server bytes/conn", format!("{p:.0}"));
         }
         if let Some(c) = self.own_cpu() {
+            let per = if self.msgs > 0 {
+                format!(", {:.3} s per million msgs", c * 1e6 / self.msgs as f64)
+            } else {
+                String::new()
+            };
             row(
                 "wsload CPU",
                 format!(
-                    "{:.1} % of a core ({} thread{})",
+                    "{:.1} % of a core ({} thread{}){per}",
                     100.0 * c / self.cpu_window(),
                     self.threads,
                     if self.threads == 1 { "" } else { "s" }
@@ -370,6 +430,9 @@ impl Report {
             );
         }
         for (k, v) in &self.extra {
+            if matches!(v, J::Null) {
+                continue;
+            }
             let mut s = String::new();
             v.write(&mut s);
             row(k, s);
@@ -401,8 +464,8 @@ impl Report {
                 codes.join(" ")
             },
         );
-        for n in &self.notes {
-            row("note", n.clone());
+        for n in self.all_notes() {
+            row("note", n);
         }
         for s in &self.stats.error_samples {
             row("error", s.clone());
@@ -428,11 +491,12 @@ mod tests {
             ("n".into(), J::Null),
             ("f".into(), J::F(1.23456, 2)),
             ("o".into(), J::O(vec![("1000".into(), J::U(3))])),
+            ("a".into(), J::A(vec![J::U(1), J::S("x".into())])),
         ])
         .write(&mut s);
         assert_eq!(
             s,
-            r#"{"a\"b": "x\ny", "n": null, "f": 1.23, "o": {"1000": 3}}"#
+            r#"{"a\"b": "x\ny", "n": null, "f": 1.23, "o": {"1000": 3}, "a": [1, "x"]}"#
         );
     }
 }
