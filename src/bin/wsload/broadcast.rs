@@ -196,7 +196,7 @@ impl App for Broadcast {
         if n == 0 {
             return;
         }
-        let ts = ctx.now - epoch_ns();
+        let ts = ctx.now.saturating_sub(epoch_ns());
         let op = if self.binary {
             OpCode::Binary
         } else {

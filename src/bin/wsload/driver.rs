@@ -947,6 +947,7 @@ pub fn spawn<A: App>(
     quiet: bool,
     mut make_app: impl FnMut(u32) -> A,
 ) -> Result<Controller, String> {
+    crate::sys::epoch_ns(); // fix the broadcast timestamp epoch before any worker runs
     let shared = Arc::new(Shared::default());
     shared.phase.store(initial as u8, Ordering::Release);
     let net = Arc::new(net);

@@ -10,6 +10,8 @@ mod cli;
 mod conn;
 mod connect;
 mod driver;
+#[cfg(test)]
+mod e2e;
 mod echo;
 mod payload;
 mod report;
