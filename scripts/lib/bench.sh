@@ -194,7 +194,8 @@ elif d.get("deliveries_per_sec") is not None:
     extra = f"  deliveries/s {f(d['deliveries_per_sec'])}"
 print(f"  {d.get('cell')} {d.get('server')} run {d.get('run')}: {f(d.get('msgs_per_sec'))} msgs/s"
       f"  p99 {f(lat.get('p99'), '{:,.1f}')} us  server CPU {f(d.get('server_cpu_pct'), '{:.0f}')}%"
-      f"  wsload CPU {f(d.get('client_cpu_pct'), '{:.0f}')}%{extra}  errors {d.get('errors')}"
+      f"  wsload CPU {f(d.get('client_cpu_pct'), '{:.0f}')}%  other CPU {f(d.get('other_cpu_pct'), '{:.0f}')}%"
+      f"{extra}  errors {d.get('errors')}"
       + ("" if rc == "0" else f"  (wsload exit {rc})") + (f"  [{d['error']}]" if d.get("error") else ""))
 EOF
 }
