@@ -40,15 +40,6 @@ def size_name(s):
     return f"{s} B"
 
 
-def pair(a, b, fmt, sep=None):
-    """`a (b)` or `a+b`; just `a` when b is missing."""
-    if a is None:
-        return "–"
-    if b is None:
-        return fmt.format(a)
-    return f"{fmt.format(a)}{sep}{fmt.format(b)}" if sep else f"{fmt.format(a)} ({fmt.format(b)})"
-
-
 def lat(d, q):
     return (d.get("latency_us") or {}).get(q)
 
@@ -80,23 +71,17 @@ def loadtest(rows):
         out += ["## Echo", ""]
         out.append(table(
             ["connections", "in flight", "size", "msgs/s", "payload MB/s", "p50 µs", "p99 µs", "p99.9 µs",
-             "server CPU % (+softirq)", "server µs/msg (with softirq)", "wsload CPU % (+softirq)",
-             "wsload µs/msg (with softirq)", "other CPU %", "errors"],
+             "server CPU %", "server CPU µs/msg", "wsload CPU %", "wsload CPU µs/msg", "other CPU %", "errors"],
             [[num(d.get("connections")), d.get("inflight"), size_name(d.get("size")), num(d.get("msgs_per_sec")),
               num((d.get("bytes_per_sec") or 0) / 1e6, "{:,.1f}"), num(lat(d, "p50"), "{:,.1f}"),
               num(lat(d, "p99"), "{:,.1f}"), num(lat(d, "p999"), "{:,.1f}"),
-              pair(d.get("server_cpu_pct"), d.get("server_softirq_pct"), "{:.0f}", "+"),
-              pair(d.get("server_cpu_s_per_million_msgs"), d.get("server_cpu_incl_softirq_s_per_million_msgs"),
-                   "{:.2f}"),
-              pair(d.get("client_cpu_pct"), d.get("client_softirq_pct"), "{:.0f}", "+"),
-              pair(d.get("client_cpu_s_per_million_msgs"), d.get("client_cpu_incl_softirq_s_per_million_msgs"),
-                   "{:.2f}"),
+              num(d.get("server_cpu_pct"), "{:.0f}"), num(d.get("server_cpu_s_per_million_msgs"), "{:.2f}"),
+              num(d.get("client_cpu_pct"), "{:.0f}"), num(d.get("client_cpu_s_per_million_msgs"), "{:.2f}"),
               num(d.get("other_cpu_pct"), "{:.0f}"), errs(d)] for d in echo]))
         out.append("")
-        out.append("CPU is utime+stime of the process from /proc/PID/stat; *softirq* is irq+softirq time on the "
-                   "core the process is pinned to (loopback's network stack work, not charged to any process). "
-                   "*other CPU*: CPU used by other processes during the window (% of one core); above ~20 % the "
-                   "cell is disturbed.")
+        out.append("CPU: utime+stime from /proc/PID/stat over the measured window (% of one core; per message "
+                   "= CPU seconds per million messages). *other CPU*: what other processes on the machine used "
+                   "meanwhile; above ~20 % the cell is disturbed.")
         out.append("")
     bc = [d for d in rows if d.get("scenario") == "broadcast"]
     if bc:
@@ -131,7 +116,8 @@ def median(vals):
 def ratio(a, b):
     if a is None or b in (None, 0):
         return "–"
-    return f"{a / b:.2f}×"
+    r = a / b
+    return f"{r:.2f}×" if r >= 0.1 else f"{r:.2g}×"
 
 
 def compare(rows):
@@ -184,9 +170,6 @@ def compare(rows):
     section("Server CPU per message, µs", "echo-", ECHO_SERVERS,
             lambda d: d.get("server_cpu_s_per_million_msgs"), "{:.2f}",
             "CPU seconds per million messages = µs per message; lower is better; ratio < 1 means wsloop is cheaper")
-    section("Server CPU per message including softirq on its core, µs", "echo-", ECHO_SERVERS,
-            lambda d: d.get("server_cpu_incl_softirq_s_per_million_msgs"), "{:.2f}",
-            "adds the irq/softirq time of the server's pinned core (loopback's receive work); lower is better")
     section("Echo latency p99, µs", "echo-", ECHO_SERVERS, lambda d: lat(d, "p99"), "{:,.0f}",
             "lower is better")
     section("wsload CPU per message, µs (load generator check)", "echo-", ECHO_SERVERS,

@@ -199,25 +199,11 @@ impl Report {
     /// CPU used during the window by everything except the server and wsload (other
     /// processes, interrupts not charged to either): a measurement on a busy machine.
     fn other_cpu(&self) -> Option<f64> {
+        // With tick-based CPU accounting (no IRQ time accounting), softirq work done in a
+        // process's context counts both in its utime/stime and in the machine's softirq
+        // column, so machine - server - wsload leaves what other processes used.
         let machine = self.cpu1.machine_s? - self.cpu0.machine_s?;
-        Some(
-            (machine
-                - self.server_cpu().unwrap_or(0.0)
-                - self.own_cpu()?
-                - self.server_irq().unwrap_or(0.0)
-                - self.own_irq().unwrap_or(0.0))
-            .max(0.0),
-        )
-    }
-
-    /// irq + softirq time on the server's (pinned) core.
-    fn server_irq(&self) -> Option<f64> {
-        Some(self.cpu1.server_core_irq_s? - self.cpu0.server_core_irq_s?)
-    }
-
-    /// irq + softirq time on wsload's (pinned) core.
-    fn own_irq(&self) -> Option<f64> {
-        Some(self.cpu1.own_core_irq_s? - self.cpu0.own_core_irq_s?)
+        Some((machine - self.server_cpu().unwrap_or(0.0) - self.own_cpu()?).max(0.0))
     }
 
     fn cpu_window(&self) -> f64 {
@@ -300,20 +286,6 @@ impl Report {
                 3,
             ),
         );
-        let sirq = self.server_irq().filter(|_| scpu.is_some());
-        put(
-            "server_softirq_pct",
-            J::opt_f(sirq.map(|c| 100.0 * c / self.cpu_window()), 1),
-        );
-        put(
-            "server_cpu_incl_softirq_s_per_million_msgs",
-            J::opt_f(
-                scpu.zip(sirq)
-                    .filter(|_| self.msgs > 0)
-                    .map(|(c, i)| (c + i) * 1e6 / self.msgs as f64),
-                3,
-            ),
-        );
         put("server_rss_kb", J::opt_u(self.rss_end_kb));
         put("server_rss_before_kb", J::opt_u(self.rss_before_kb));
         put(
@@ -327,20 +299,6 @@ impl Report {
         put(
             "client_cpu_pct",
             J::opt_f(self.own_cpu().map(|c| 100.0 * c / self.cpu_window()), 1),
-        );
-        put(
-            "client_softirq_pct",
-            J::opt_f(self.own_irq().map(|c| 100.0 * c / self.cpu_window()), 1),
-        );
-        put(
-            "client_cpu_incl_softirq_s_per_million_msgs",
-            J::opt_f(
-                self.own_cpu()
-                    .zip(self.own_irq())
-                    .filter(|_| self.msgs > 0)
-                    .map(|(c, i)| (c + i) * 1e6 / self.msgs as f64),
-                3,
-            ),
         );
         put(
             "other_cpu_pct",
@@ -462,18 +420,9 @@ impl Report {
             } else {
                 String::new()
             };
-            let irq = self
-                .server_irq()
-                .map(|i| {
-                    format!(
-                        " + {:.1} % softirq on its core",
-                        100.0 * i / self.cpu_window()
-                    )
-                })
-                .unwrap_or_default();
             row(
                 "server CPU",
-                format!("{:.1} % of a core{irq}{per}", 100.0 * c / self.cpu_window()),
+                format!("{:.1} % of a core{per}", 100.0 * c / self.cpu_window()),
             );
         }
         if let Some(rss) = self.rss_end_kb {
@@ -492,14 +441,10 @@ impl Report {
             } else {
                 String::new()
             };
-            let irq = self
-                .own_irq()
-                .map(|i| format!(" + {:.1} % softirq", 100.0 * i / self.cpu_window()))
-                .unwrap_or_default();
             row(
                 "wsload CPU",
                 format!(
-                    "{:.1} % of a core{irq} ({} thread{}){per}",
+                    "{:.1} % of a core ({} thread{}){per}",
                     100.0 * c / self.cpu_window(),
                     self.threads,
                     if self.threads == 1 { "" } else { "s" }

@@ -105,59 +105,23 @@ pub fn machine_busy_seconds() -> Option<f64> {
     Some(busy as f64 / clk_tck() as f64)
 }
 
-/// The one core a process is pinned to (`taskset -c N`), from `Cpus_allowed_list`.
-pub fn pinned_core(pid: u32) -> Option<usize> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("Cpus_allowed_list:"))?;
-    line["Cpus_allowed_list:".len()..].trim().parse().ok()
-}
-
-/// irq + softirq seconds of one core. With IRQ time accounting (the common kernel
-/// default), the network stack's softirq work, which on loopback runs on the sending
-/// core, is counted here and not in any process's utime/stime.
-pub fn core_irq_seconds(core: usize) -> Option<f64> {
-    let stat = fs::read_to_string("/proc/stat").ok()?;
-    let prefix = format!("cpu{core} ");
-    let line = stat.lines().find(|l| l.starts_with(&prefix))?;
-    let v: Vec<u64> = line[prefix.len()..]
-        .split_ascii_whitespace()
-        .take(7)
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // user nice system idle iowait irq softirq
-    Some((v.get(5)? + v.get(6)?) as f64 / clk_tck() as f64)
-}
-
 /// CPU time of the server (if a PID was given), of wsload itself and of the whole
-/// machine at one instant, plus irq/softirq time of the cores the server and wsload are
-/// pinned to (when each is pinned to its own single core).
+/// machine at one instant.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSnapshot {
     pub at_ns: u64,
     pub server_s: Option<f64>,
     pub own_s: Option<f64>,
     pub machine_s: Option<f64>,
-    pub server_core_irq_s: Option<f64>,
-    pub own_core_irq_s: Option<f64>,
 }
 
 impl CpuSnapshot {
     pub fn take(server_pid: Option<u32>) -> Self {
-        let own_core = pinned_core(std::process::id());
-        let server_core = server_pid.and_then(pinned_core);
-        let (server_core, own_core) = match (server_core, own_core) {
-            (Some(a), Some(b)) if a == b => (None, None),
-            other => other,
-        };
         CpuSnapshot {
             at_ns: now_ns(),
             server_s: server_pid.and_then(cpu_seconds),
             own_s: cpu_seconds(std::process::id()),
             machine_s: machine_busy_seconds(),
-            server_core_irq_s: server_core.and_then(core_irq_seconds),
-            own_core_irq_s: own_core.and_then(core_irq_seconds),
         }
     }
 }
