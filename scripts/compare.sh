@@ -15,7 +15,7 @@
 # per message and memory per connection), results.jsonl and compare.png under
 # results/compare-<timestamp>/ (or --out DIR).
 #
-# Environment: WSLOOP_BIN (default target/release/wsloop), WSLOOP_ARGS, WSLOAD_BIN,
+# Environment: WSLOOP_BIN (default target/release/wsloop), WSLOOP_ARGS, WSLOAD_ARGS, WSLOAD_BIN,
 # PEERS_DIR (default peers/), SERVER_CORE (0), LOAD_CORE (1),
 # SERVERS (space-separated subset of the echo servers), CHAT_SERVERS.
 set -euo pipefail

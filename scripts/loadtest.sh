@@ -6,7 +6,7 @@
 # Builds release binaries, then for every cell starts a fresh `wsloop echo|chat` pinned
 # to core 0 and runs wsload pinned to core 1:
 #   echo        100, 1 000, 10 000 connections × 20 B, 1 KiB, 16 KiB, one message in flight
-#   pipelined   1 connection, 100 messages in flight, 20 B
+#   pipelined   1 connection, 100 (and 1 000) messages in flight, 20 B
 #   broadcast   wsloop chat, 4 publishers, 100 and 1 000 subscribers, 64 B
 #   idle        1 000 and 19 000 held connections (19 000 from two wsload processes:
 #               each is limited to 20 000 open files)
@@ -16,7 +16,8 @@
 #
 # Environment: WSLOOP_BIN (default target/release/wsloop; any server with
 # `echo|chat --listen ADDR` printing "... listening on IP:PORT" can stand in),
-# WSLOOP_ARGS (extra server flags), WSLOAD_BIN, SERVER_CORE (0), LOAD_CORE (1).
+# WSLOOP_ARGS (extra server flags), WSLOAD_ARGS (extra wsload flags, e.g. --busy-poll),
+# WSLOAD_BIN, SERVER_CORE (0), LOAD_CORE (1).
 set -euo pipefail
 # shellcheck source=scripts/lib/bench.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
@@ -64,6 +65,9 @@ for conns in 100 1000 10000; do
   done
 done
 run_cell 1 "pipelined-c1-k100-s20" wsloop-echo echo --connections 1 --inflight 100 --size 20 "${T[@]}"
+# K=100 is bound by round-trip wake-ups, not by the server; K=1000 shows more of what
+# corking is worth.
+run_cell 1 "pipelined-c1-k1000-s20" wsloop-echo echo --connections 1 --inflight 1000 --size 20 "${T[@]}"
 for subs in 100 1000; do
   run_cell 1 "broadcast-n$subs" wsloop-chat broadcast --subscribers "$subs" --publishers 4 \
     --window 16 --size 64 "${T[@]}" --source-ips "$SOURCES_A" --connect-timeout 60

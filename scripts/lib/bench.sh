@@ -10,8 +10,10 @@ WSLOAD_BIN="${WSLOAD_BIN:-$ROOT/target/release/wsload}"
 PEERS_DIR="${PEERS_DIR:-$ROOT/peers}"
 SERVER_CORE="${SERVER_CORE:-0}"
 LOAD_CORE="${LOAD_CORE:-1}"
-# Extra flags for `wsloop echo|chat` (e.g. connection limits).
+# Extra flags for `wsloop echo|chat` (e.g. connection limits) and for every wsload run
+# (e.g. --busy-poll).
 WSLOOP_ARGS="${WSLOOP_ARGS:-}"
+WSLOAD_ARGS="${WSLOAD_ARGS:-}"
 # Client source addresses: 8 × ~28k ephemeral ports, enough for any cell and for
 # TIME_WAIT left over from earlier cells.
 SOURCES_A="127.0.0.2-127.0.0.5"
@@ -110,8 +112,9 @@ run_cell() {
   fi
   local scenario="$1"; shift
   local rc=0
+  # shellcheck disable=SC2086 # WSLOAD_ARGS is a list of flags
   taskset -c "$LOAD_CORE" "$WSLOAD_BIN" "$scenario" --url "ws://$SERVER_ADDR/" \
-    --server-pid "$SERVER_PID" --label "$server" --quiet "$@" \
+    --server-pid "$SERVER_PID" --label "$server" --quiet "$@" $WSLOAD_ARGS \
     >"$logp.out" 2>"$logp.err" || rc=$?
   stop_server
   record "$logp.out" "$cell" "$server" "$run"
