@@ -168,7 +168,7 @@ impl Report {
             let pct = 100.0 * c / self.cpu_window() / self.threads as f64;
             if pct >= 90.0 && self.window_s >= 0.5 {
                 n.push(format!(
-                    "wsload used {pct:.0} % of each of its {} thread(s): it may be the bottleneck (try --threads)",
+                    "wsload used {pct:.0} % of each of its {} thread(s): it may be co-limiting (see --busy-poll; --threads needs spare cores)",
                     self.threads
                 ));
             }
