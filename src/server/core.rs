@@ -2,6 +2,7 @@
 //! timers, topics and the output side (corking, backpressure, closing).
 
 use std::collections::HashMap;
+use std::io::{IoSlice, Write};
 use std::net::Shutdown;
 
 use log::warn;
@@ -13,7 +14,11 @@ use super::handler::{ConnId, Payload, SendStatus};
 use super::timer::{Entry, Wheel};
 use super::write_buffer::BufferPool;
 use crate::protocol::close;
-use crate::protocol::frame::{write_server_frame, OpCode};
+use crate::protocol::frame::{encode_header, write_server_frame, OpCode, MAX_HEADER_LEN};
+
+/// Payloads at least this large skip the copy into the write buffer when nothing is
+/// queued ahead of them (one `writev`); smaller ones are gathered (corked) as usual.
+const DIRECT_WRITE_MIN: usize = 8 << 10;
 
 /// Work for the loop that must wait until the current handler callback returns.
 #[derive(Debug)]
@@ -131,9 +136,32 @@ impl Core {
         }
     }
 
-    /// Appends one server frame to the connection's output.
+    /// Queues one server frame. A large payload with nothing queued ahead of it is written
+    /// at once with `writev` (header + payload) instead of being copied into the buffer;
+    /// only what the kernel refuses is copied.
     pub fn queue_frame(&mut self, idx: u32, opcode: OpCode, payload: &[u8]) {
         let c = &mut self.conns[idx as usize];
+        if payload.len() >= DIRECT_WRITE_MIN && c.out.is_empty() && !c.has(flags::WRITE_BLOCKED) {
+            let mut h = [0u8; MAX_HEADER_LEN];
+            let hl = encode_header(&mut h, true, opcode, payload.len() as u64, None);
+            let total = hl + payload.len();
+            let iov = [IoSlice::new(&h[..hl]), IoSlice::new(payload)];
+            // On WouldBlock, or an error the next flush reports: queue everything.
+            let written = c.stream.write_vectored(&iov).unwrap_or_default();
+            if written == total {
+                return;
+            }
+            c.flags |= flags::WRITE_BLOCKED;
+            let out = c.out.append(&mut self.pool);
+            if written < hl {
+                out.extend_from_slice(&h[written..hl]);
+                out.extend_from_slice(payload);
+            } else {
+                out.extend_from_slice(&payload[written - hl..]);
+            }
+            self.after_queue(idx);
+            return;
+        }
         write_server_frame(c.out.append(&mut self.pool), true, opcode, payload);
         self.after_queue(idx);
     }
@@ -226,7 +254,7 @@ impl Core {
         let c = &mut self.conns[idx as usize];
         c.state = State::Linger;
         c.flags &= !(flags::PAUSED | flags::PONG_PAUSED);
-        c.rx = Vec::new();
+        self.pool.put(std::mem::take(&mut c.rx));
         let ticks = self.ticks.close;
         self.set_deadline(idx, ticks);
         self.mark_dirty(idx);
@@ -256,7 +284,7 @@ impl Core {
         }
         let c = &mut self.conns[idx as usize];
         c.out.release(&mut self.pool);
-        c.rx = Vec::new();
+        self.pool.put(std::mem::take(&mut c.rx));
         self.to_free.push(idx);
     }
 

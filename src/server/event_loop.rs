@@ -200,6 +200,11 @@ impl<H: Handler> Server<H> {
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             inner.on_readable(idx, ev.is_read_closed() || ev.is_error());
+                            // The cork for this socket: everything its input produced for
+                            // it goes out in one write, now, while the buffer is hot (and
+                            // back in the pool for the next socket). Output for other
+                            // sockets (publishes) waits for the end of the iteration.
+                            inner.flush_if_dirty(idx);
                         }
                     }
                 }
@@ -469,11 +474,13 @@ impl<H: Handler> Inner<H> {
             if from_held {
                 held.drain(..off);
             } else {
-                held = self.rbuf[off..n].to_vec();
+                held = self.core.pool.take();
+                held.extend_from_slice(&self.rbuf[off..n]);
             }
             c.rx = held;
         } else {
-            c.rx = Vec::new();
+            // Back to the pool: a connection between frames holds no input buffer.
+            self.core.pool.put(held);
         }
         c.decoder = decoder;
         self.run_notices();
@@ -656,6 +663,17 @@ impl<H: Handler> Inner<H> {
         }
     }
 
+    fn flush_if_dirty(&mut self, idx: u32) {
+        if self
+            .core
+            .conns
+            .get(idx as usize)
+            .is_some_and(|c| c.has(flags::DIRTY))
+        {
+            self.flush(idx);
+        }
+    }
+
     fn run_notices(&mut self) {
         run_notices(&mut self.core, &mut self.handler);
         // Resumed connections: parse what they hold, then read the socket again.
@@ -690,7 +708,8 @@ impl<H: Handler> Inner<H> {
         while !self.core.dirty.is_empty() {
             let dirty = std::mem::take(&mut self.core.dirty);
             for &idx in &dirty {
-                self.flush(idx);
+                // Skips those already flushed after their own read.
+                self.flush_if_dirty(idx);
             }
             let mut d = dirty;
             d.clear();
