@@ -248,7 +248,21 @@ fn echo_verifies_cleanly() {
 #[test]
 fn echo_catches_corruption_and_reordering() {
     let u = url(&server(Mode::CorruptEcho));
-    let r = run(&["echo", "--url", &u, "-c", "2", "-n", "400", "-w", "0"]);
+    // A bounded deadline: a server that corrupts or holds back echoes may never let the
+    // count complete, and the test must end either way.
+    let r = run(&[
+        "echo",
+        "--url",
+        &u,
+        "-c",
+        "2",
+        "-n",
+        "400",
+        "-w",
+        "0",
+        "--deadline",
+        "20",
+    ]);
     assert!(
         r.stats.errors[ErrorKind::Corrupt as usize] >= 4,
         "{:?}",
@@ -256,7 +270,19 @@ fn echo_catches_corruption_and_reordering() {
     );
     let u = url(&server(Mode::ReorderEcho));
     let r = run(&[
-        "echo", "--url", &u, "-c", "1", "-k", "8", "-n", "400", "-w", "0",
+        "echo",
+        "--url",
+        &u,
+        "-c",
+        "1",
+        "-k",
+        "8",
+        "-n",
+        "400",
+        "-w",
+        "0",
+        "--deadline",
+        "20",
     ]);
     assert!(
         r.stats.errors[ErrorKind::Sequence as usize] > 0,
