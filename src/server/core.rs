@@ -77,7 +77,7 @@ impl Core {
         // Reserve the slab for the connection limit up front: untouched pages cost no
         // resident memory, and the slab never reallocates (and copies every connection)
         // while the loop is serving.
-        let fd_limit = super::event_loop::raise_fd_limit() as usize;
+        let fd_limit = super::event_loop::fd_limit() as usize;
         let capacity = config.max_connections.min(fd_limit.max(1024));
         Core {
             conns: Slab::with_capacity(capacity),

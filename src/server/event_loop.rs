@@ -84,7 +84,22 @@ fn listen(config: &Config) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
-/// Raises the open-file soft limit to the hard limit; returns the new soft limit.
+/// The open-file soft limit (0 if it cannot be read).
+pub fn fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass, which is valid and properly
+    // aligned for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_cur
+}
+
+/// Raises the open-file soft limit to the hard limit; returns the new soft limit. The
+/// binary calls this at start-up; the library never changes process limits on its own.
 pub fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -861,6 +876,7 @@ mod tests {
     #[test]
     fn fd_limit_raised_to_hard_limit() {
         let got = super::raise_fd_limit();
+        assert_eq!(super::fd_limit(), got);
         let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
         let line = limits
             .lines()
