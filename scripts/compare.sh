@@ -54,20 +54,7 @@ if [ "$BUILD" = 1 ]; then
   log "cargo build --release --bins"
   nice -n 10 cargo build --release --bins
 fi
-[ -x "$WSLOAD_BIN" ] || die "$WSLOAD_BIN not built"
-[ -x "${WSLOOP_BIN%% *}" ] || die "$WSLOOP_BIN not found (set WSLOOP_BIN to stand in)"
-raise_fd_limit
-
-OUT="${OUT:-$ROOT/results/compare-$(date +%Y%m%d-%H%M%S)}"
-mkdir -p "$OUT/cells"
-: >"$OUT/results.jsonl"
-trap cleanup_server EXIT INT TERM
-
-if [ "$QUICK" = 1 ]; then
-  T=(--warmup 0.5 --duration 2); HOLD=2
-else
-  T=(--warmup 1 --duration 5); HOLD=3
-fi
+start_results compare- 3
 log "results in $OUT; servers: ${SERVERS[*]} / ${CHATS[*]}; $RUNS runs"
 
 for run in $(seq 1 "$RUNS"); do

@@ -42,20 +42,7 @@ if [ "$BUILD" = 1 ]; then
   log "cargo build --release --bins"
   nice -n 10 cargo build --release --bins
 fi
-[ -x "$WSLOAD_BIN" ] || die "$WSLOAD_BIN not built"
-[ -x "${WSLOOP_BIN%% *}" ] || die "$WSLOOP_BIN not found (set WSLOOP_BIN to stand in)"
-raise_fd_limit
-
-OUT="${OUT:-$ROOT/results/$(date +%Y%m%d-%H%M%S)}"
-mkdir -p "$OUT/cells"
-: >"$OUT/results.jsonl"
-trap cleanup_server EXIT INT TERM
-
-if [ "$QUICK" = 1 ]; then
-  T=(--warmup 0.5 --duration 2); HOLD=2
-else
-  T=(--warmup 1 --duration 5); HOLD=5
-fi
+start_results "" 5
 log "results in $OUT"
 
 for conns in 100 1000 10000; do

@@ -211,3 +211,21 @@ ensure_matplotlib() {
 }
 
 cleanup_server() { stop_server; }
+
+# After the build: checks the binaries, raises the fd limit, creates $OUT (default
+# results/<PREFIX><timestamp>/) and sets the cell timing T=(...) and HOLD (seconds: $2 in a
+# full run, 2 with --quick). Reads QUICK and OUT.
+start_results() {
+  [ -x "$WSLOAD_BIN" ] || die "$WSLOAD_BIN not built"
+  [ -x "${WSLOOP_BIN%% *}" ] || die "$WSLOOP_BIN not found (set WSLOOP_BIN to stand in)"
+  raise_fd_limit
+  OUT="${OUT:-$ROOT/results/$1$(date +%Y%m%d-%H%M%S)}"
+  mkdir -p "$OUT/cells"
+  : >"$OUT/results.jsonl"
+  trap cleanup_server EXIT INT TERM
+  if [ "$QUICK" = 1 ]; then
+    T=(--warmup 0.5 --duration 2); HOLD=2
+  else
+    T=(--warmup 1 --duration 5); HOLD="$2"
+  fi
+}

@@ -20,17 +20,12 @@ use crate::protocol::frame::{encode_header, write_server_frame, OpCode, MAX_HEAD
 /// queued ahead of them (one `writev`); smaller ones are gathered (corked) as usual.
 const DIRECT_WRITE_MIN: usize = 8 << 10;
 
-/// Work for the loop that must wait until the current handler callback returns.
+/// A handler `close` callback owed, run once the current callback has returned.
 #[derive(Debug)]
-pub(crate) enum Notice {
-    /// Call the handler's `close`.
-    Closed {
-        id: ConnId,
-        code: u16,
-        reason: Box<str>,
-    },
-    /// Reading was resumed: parse what is held and read the socket again.
-    Resume(u32),
+pub(crate) struct Closed {
+    pub id: ConnId,
+    pub code: u16,
+    pub reason: Box<str>,
 }
 
 /// Timeouts converted to wheel ticks once.
@@ -48,6 +43,15 @@ pub(crate) struct Topics {
     subscribers: Vec<Vec<u32>>,
 }
 
+impl Topics {
+    fn remove_subscriber(&mut self, topic: u32, idx: u32) {
+        let subs = &mut self.subscribers[topic as usize];
+        if let Some(p) = subs.iter().position(|&x| x == idx) {
+            subs.swap_remove(p);
+        }
+    }
+}
+
 pub(crate) struct Core {
     pub conns: Slab<Conn>,
     pub config: Config,
@@ -60,7 +64,11 @@ pub(crate) struct Core {
     pub dirty: Vec<u32>,
     /// Released connections, removed from the slab after the batch of events.
     pub to_free: Vec<u32>,
-    pub notices: Vec<Notice>,
+    /// `close` callbacks owed (a callback cannot re-enter the handler).
+    pub closed: Vec<Closed>,
+    /// Connections whose reading resumed: their held input is parsed and their socket
+    /// read again once the current callback has returned.
+    pub resumed: Vec<u32>,
     pub topics: Topics,
     /// Publish encodes into this once per message.
     scratch: Vec<u8>,
@@ -88,7 +96,8 @@ impl Core {
             now: 0,
             dirty: Vec::new(),
             to_free: Vec::new(),
-            notices: Vec::new(),
+            closed: Vec::new(),
+            resumed: Vec::new(),
             topics: Topics::default(),
             scratch: Vec::new(),
             next_generation: 0,
@@ -241,7 +250,7 @@ impl Core {
                 generation: c.generation,
             };
             self.unsubscribe_all(idx);
-            self.notices.push(Notice::Closed {
+            self.closed.push(Closed {
                 id,
                 code,
                 reason: reason.into(),
@@ -297,7 +306,7 @@ impl Core {
         if c.has(flag) {
             c.flags &= !flag;
             if c.readable() {
-                self.notices.push(Notice::Resume(idx));
+                self.resumed.push(idx);
             }
         }
     }
@@ -332,20 +341,13 @@ impl Core {
             return false;
         };
         c.topics.swap_remove(pos);
-        let subs = &mut self.topics.subscribers[t as usize];
-        if let Some(p) = subs.iter().position(|&x| x == idx) {
-            subs.swap_remove(p);
-        }
+        self.topics.remove_subscriber(t, idx);
         true
     }
 
     fn unsubscribe_all(&mut self, idx: u32) {
-        let topics = std::mem::take(&mut self.conns[idx as usize].topics);
-        for t in topics {
-            let subs = &mut self.topics.subscribers[t as usize];
-            if let Some(p) = subs.iter().position(|&x| x == idx) {
-                subs.swap_remove(p);
-            }
+        for t in std::mem::take(&mut self.conns[idx as usize].topics) {
+            self.topics.remove_subscriber(t, idx);
         }
     }
 

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::config::Config;
 use super::connection::{flags, Conn, State};
-use super::core::{Core, Ctx, Notice};
+use super::core::{Core, Ctx};
 use super::handler::{Handler, Payload, Upgrade};
 use super::static_files;
 use super::timer::Wheel;
@@ -636,7 +636,7 @@ impl<H: Handler> Inner<H> {
         if c.has(flags::ABOVE_LOW) && left <= core.config.low_watermark {
             c.flags &= !flags::ABOVE_LOW;
             core.resume(idx, flags::PONG_PAUSED);
-            if c_is_open(core, idx) {
+            if core.conns[idx as usize].is_open() {
                 let id = core.id(idx);
                 let (h, mut ctx) = self.ctx();
                 h.drain(&mut ctx, id);
@@ -692,28 +692,22 @@ impl<H: Handler> Inner<H> {
     fn run_notices(&mut self) {
         run_notices(&mut self.core, &mut self.handler);
         // Resumed connections: parse what they hold, then read the socket again.
-        while let Some(pos) = self
-            .core
-            .notices
-            .iter()
-            .position(|n| matches!(n, Notice::Resume(_)))
-        {
-            let Notice::Resume(idx) = self.core.notices.remove(pos) else {
-                unreachable!()
-            };
-            if self
-                .core
-                .conns
-                .get(idx as usize)
-                .is_some_and(|c| c.readable())
-            {
-                if !self.core.conns[idx as usize].rx.is_empty() {
-                    self.process_frames(idx, 0);
+        while !self.core.resumed.is_empty() {
+            for idx in std::mem::take(&mut self.core.resumed) {
+                if self
+                    .core
+                    .conns
+                    .get(idx as usize)
+                    .is_some_and(|c| c.readable())
+                {
+                    if !self.core.conns[idx as usize].rx.is_empty() {
+                        self.process_frames(idx, 0);
+                    }
+                    // Readiness reported while paused was consumed: a FIN may be pending.
+                    self.on_readable(idx, true);
                 }
-                // Readiness reported while paused was consumed: a FIN may be pending.
-                self.on_readable(idx, true);
+                run_notices(&mut self.core, &mut self.handler);
             }
-            run_notices(&mut self.core, &mut self.handler);
         }
     }
 
@@ -811,10 +805,6 @@ impl<H: Handler> Inner<H> {
     }
 }
 
-fn c_is_open(core: &Core, idx: u32) -> bool {
-    core.conns[idx as usize].is_open()
-}
-
 enum Next {
     /// Upgraded; call `open` with the negotiated subprotocol.
     Open(Option<String>),
@@ -857,14 +847,12 @@ fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, idx: u32, message: Mes
     }
 }
 
+/// Runs the owed `close` callbacks in order (they may owe more: a leave notice published
+/// to a slow subscriber closes it).
 fn run_notices<H: Handler>(core: &mut Core, handler: &mut H) {
-    while let Some(pos) = core
-        .notices
-        .iter()
-        .position(|n| matches!(n, Notice::Closed { .. }))
-    {
-        if let Notice::Closed { id, code, reason } = core.notices.remove(pos) {
-            handler.close(&mut Ctx { core }, id, code, &reason);
+    while !core.closed.is_empty() {
+        for c in std::mem::take(&mut core.closed) {
+            handler.close(&mut Ctx { core }, c.id, c.code, &c.reason);
         }
     }
 }

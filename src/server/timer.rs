@@ -63,17 +63,16 @@ impl Wheel {
         let mut tick = self.swept;
         while tick <= last && self.len > 0 {
             let slot = (tick % SLOTS as u32) as usize;
-            let entries = std::mem::take(&mut self.slots[slot]);
-            let mut keep = Vec::new();
-            for e in entries {
-                if e.deadline <= now {
-                    due.push(e);
-                    self.len -= 1;
-                } else {
-                    keep.push(e);
+            let before = due.len();
+            // In place: the slot keeps its allocation for the next lap.
+            self.slots[slot].retain(|e| {
+                let fire = e.deadline <= now;
+                if fire {
+                    due.push(*e);
                 }
-            }
-            self.slots[slot] = keep;
+                !fire
+            });
+            self.len -= due.len() - before;
             tick += 1;
         }
         self.swept = now + 1;
