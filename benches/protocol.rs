@@ -200,10 +200,10 @@ fn handshake_bench(c: &mut Criterion) {
         b.iter(|| {
             let req = black_box(BROWSER_REQUEST);
             let mut scanned = 0;
-            let end = handshake::find_head_end(req, &mut scanned, 8192)
+            let end = wsloop::protocol::http1::find_head_end(req, &mut scanned, 8192)
                 .unwrap()
                 .unwrap();
-            let parsed = handshake::parse_request(&req[..end]).unwrap();
+            let parsed = wsloop::protocol::http1::parse_request(&req[..end]).unwrap();
             let up = handshake::validate_upgrade(&parsed, &["chat"]).unwrap();
             black_box(up)
         })

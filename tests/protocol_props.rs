@@ -870,7 +870,7 @@ proptest! {
         check_handshake_with(&req, chunk, 8192);
         let end = fuzz_checks::head_end_incremental(&req, chunk, 8192);
         prop_assert_eq!(end, Ok(Some(req.len())));
-        let parsed = handshake::parse_request(&req).expect("valid request parses");
+        let parsed = wsloop::protocol::http1::parse_request(&req).expect("valid request parses");
         let up = handshake::validate_upgrade(&parsed, &fuzz_checks::SERVER_PROTOCOLS)
             .expect("valid request is accepted");
         prop_assert_eq!(&up.accept, &sha1_accept(&key));
@@ -884,10 +884,10 @@ fn browser_request_is_accepted() {
     let req = BROWSER_REQUEST.as_bytes();
     let mut scanned = 0;
     assert_eq!(
-        handshake::find_head_end(req, &mut scanned, 8192),
+        wsloop::protocol::http1::find_head_end(req, &mut scanned, 8192),
         Ok(Some(req.len()))
     );
-    let parsed = handshake::parse_request(req).unwrap();
+    let parsed = wsloop::protocol::http1::parse_request(req).unwrap();
     let up = handshake::validate_upgrade(&parsed, &fuzz_checks::SERVER_PROTOCOLS).unwrap();
     assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     assert_eq!(up.protocol, Some(0));

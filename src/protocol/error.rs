@@ -71,3 +71,114 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+/// A refused HTTP request, carrying the status it is answered with. Every one of these
+/// ends the connection after the response (`Connection: close`): after a framing error
+/// nothing that follows on the connection can be trusted to start a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    /// Not parseable as an HTTP/1.x request head (400).
+    Malformed,
+    /// A request target that is neither origin form, absolute form, nor `OPTIONS *` (400).
+    BadTarget,
+    /// An HTTP/1.1 request without `Host`, or with an invalid one (400, RFC 9112 §3.2).
+    BadHost,
+    /// A header that may appear once appeared twice (400; see
+    /// [`SINGLETON_HEADERS`](super::http1::SINGLETON_HEADERS)).
+    DuplicateHeader,
+    /// `Content-Length` that is not a plain decimal number (400, RFC 9112 §6.3).
+    BadContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding`, or `Transfer-Encoding` in HTTP/1.0
+    /// (400, RFC 9112 §6.1, §6.3).
+    ConflictingFraming,
+    /// `Transfer-Encoding` whose final coding is not `chunked`, or `chunked` twice (400).
+    BadTransferEncoding,
+    /// A transfer coding wsloop does not know (501, RFC 9112 §6.1).
+    UnknownTransferCoding,
+    /// A malformed chunked body (400, RFC 9112 §7.1).
+    BadChunk,
+    /// A request body larger than the server reads past (413).
+    BodyTooLarge,
+    /// An upgrade that is not a GET, or a static request that is not GET/HEAD (405).
+    MethodNotAllowed,
+    /// HTTP/1.0 upgrade, `Connection` without `upgrade`, a body on an upgrade request,
+    /// and the like (400).
+    BadUpgrade,
+    /// `Sec-WebSocket-Key` missing or not 16 bytes of base64 (400).
+    BadKey,
+    /// `Sec-WebSocket-Version` other than 13 (426, answered with the supported version).
+    UnsupportedVersion,
+    /// Head larger than the configured limit (431).
+    HeadTooLarge,
+    /// More header lines than [`MAX_HEADERS`](super::http1::MAX_HEADERS) (431).
+    TooManyHeaders,
+}
+
+impl HttpError {
+    /// The HTTP status this error is answered with.
+    pub fn status(self) -> u16 {
+        use HttpError::*;
+        match self {
+            Malformed | BadTarget | BadHost | DuplicateHeader | BadContentLength
+            | ConflictingFraming | BadTransferEncoding | BadChunk | BadUpgrade | BadKey => 400,
+            MethodNotAllowed => 405,
+            BodyTooLarge => 413,
+            UnsupportedVersion => 426,
+            HeadTooLarge | TooManyHeaders => 431,
+            UnknownTransferCoding => 501,
+        }
+    }
+
+    /// The plain-text body of the response.
+    pub fn body(self) -> &'static str {
+        use HttpError::*;
+        match self {
+            Malformed => "malformed request\n",
+            BadTarget => "invalid request target\n",
+            BadHost => "missing or invalid Host\n",
+            DuplicateHeader => "duplicate header field\n",
+            BadContentLength => "invalid Content-Length\n",
+            ConflictingFraming => "conflicting message framing\n",
+            BadTransferEncoding => "invalid Transfer-Encoding\n",
+            UnknownTransferCoding => "unsupported transfer coding\n",
+            BadChunk => "malformed chunked body\n",
+            BodyTooLarge => "request body too large\n",
+            MethodNotAllowed => "method not allowed\n",
+            BadUpgrade => "invalid websocket upgrade request\n",
+            BadKey => "invalid Sec-WebSocket-Key\n",
+            UnsupportedVersion => "unsupported Sec-WebSocket-Version (13 is)\n",
+            HeadTooLarge => "request header too large\n",
+            TooManyHeaders => "too many request header fields\n",
+        }
+    }
+
+    /// Extra header lines the response carries.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            HttpError::UnsupportedVersion => &[("Sec-WebSocket-Version", "13")],
+            HttpError::MethodNotAllowed => &[("Allow", "GET, HEAD")],
+            _ => &[],
+        }
+    }
+
+    /// Appends the complete response (with `Content-Length` and `Connection: close`);
+    /// without the body when answering a HEAD request.
+    pub fn write_response(self, out: &mut Vec<u8>, head_only: bool) {
+        super::http1::write_response(
+            out,
+            self.status(),
+            self.headers(),
+            self.body().as_bytes(),
+            super::http1::Persist::Close,
+            head_only,
+        );
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {}: {}", self.status(), self.body().trim_end())
+    }
+}
+
+impl std::error::Error for HttpError {}

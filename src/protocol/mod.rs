@@ -7,11 +7,12 @@ pub mod decoder;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod http1;
 pub mod mask;
 pub mod utf8;
 
 pub use close::CloseFrame;
 pub use decoder::{Decoded, Decoder, Message, Role};
-pub use error::ProtocolError;
+pub use error::{HttpError, ProtocolError};
 pub use frame::{FrameHeader, HeaderParse, OpCode};
-pub use handshake::{HttpError, Request};
+pub use http1::Request;

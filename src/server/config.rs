@@ -15,6 +15,9 @@ pub struct Config {
     pub max_message_size: usize,
     /// Largest HTTP request head; larger ones get 431.
     pub max_header_size: usize,
+    /// Largest request body read past (and dropped) on a keep-alive connection; a larger
+    /// one gets 413 and the connection closes. WebSocket upgrades may carry none (400).
+    pub max_request_body: usize,
     /// Open connections beyond this get HTTP 503.
     pub max_connections: usize,
     /// Per-connection unsent bytes past which sends are refused (echo: reading pauses;
@@ -44,6 +47,7 @@ impl Default for Config {
             reuse_port: false,
             max_message_size: 16 << 20,
             max_header_size: 8 << 10,
+            max_request_body: 64 << 10,
             max_connections: 100_000,
             max_backpressure: 1 << 20,
             low_watermark: 64 << 10,

@@ -2,7 +2,7 @@
 
 use mio::net::TcpStream;
 
-use super::static_files::FileBody;
+use super::http::Http;
 use super::write_buffer::WriteBuffer;
 use crate::protocol::Decoder;
 
@@ -10,11 +10,10 @@ use crate::protocol::Decoder;
 /// unless the state has bytes to hold.
 #[derive(Debug)]
 pub enum State {
-    /// Reading the HTTP request head into `rx`; `scanned` is how far the search for its
-    /// end got, so a slow head is scanned once in total.
-    Handshake { scanned: u32 },
-    /// Streaming a static file body through the write buffer.
-    Http(Box<FileBody>),
+    /// An HTTP/1.1 exchange: a request head (an upgrade request, or a plain request on a
+    /// keep-alive connection), a request body being read past, or a file response being
+    /// streamed ([`Http`]).
+    Http(Http),
     /// WebSocket open.
     Open,
     /// Our close frame is queued; waiting for the peer's (until the close timeout).
@@ -27,30 +26,35 @@ pub enum State {
     Closed,
 }
 
+/// Bits of [`Conn::flags`].
 pub mod flags {
     /// Queued in the loop's list of connections to flush this iteration.
-    pub const DIRTY: u8 = 1;
+    pub const DIRTY: u16 = 1;
     /// The kernel refused bytes; wait for a WRITABLE event before writing again.
-    pub const WRITE_BLOCKED: u8 = 1 << 1;
+    pub const WRITE_BLOCKED: u16 = 1 << 1;
     /// The handler paused reading (echo under backpressure).
-    pub const PAUSED: u8 = 1 << 2;
-    /// The core paused reading: pongs queued past `max_backpressure`.
-    pub const PONG_PAUSED: u8 = 1 << 3;
+    pub const PAUSED: u16 = 1 << 2;
+    /// The core paused reading: output the core itself queued in answer to input (pongs,
+    /// HTTP responses to pipelined requests) went past `max_backpressure`.
+    pub const OUT_PAUSED: u16 = 1 << 3;
     /// Unsent bytes went above the low watermark; `drain` fires when they fall back.
-    pub const ABOVE_LOW: u8 = 1 << 4;
+    pub const ABOVE_LOW: u16 = 1 << 4;
     /// A keep-alive ping is out and unanswered by any input.
-    pub const PING_SENT: u8 = 1 << 5;
+    pub const PING_SENT: u16 = 1 << 5;
     /// The write side was shut down (Linger).
-    pub const SHUT_WR: u8 = 1 << 6;
+    pub const SHUT_WR: u16 = 1 << 6;
     /// The handler's `open` ran, so its `close` is owed exactly once.
-    pub const OPENED: u8 = 1 << 7;
+    pub const OPENED: u16 = 1 << 7;
+    /// The connection used up its share of work this iteration with input left (held,
+    /// or still in the socket): it continues next iteration, after the others had theirs.
+    pub const YIELDED: u16 = 1 << 8;
 }
 
 #[derive(Debug)]
 pub struct Conn {
     pub stream: TcpStream,
     pub generation: u32,
-    pub flags: u8,
+    pub flags: u16,
     pub state: State,
     /// Unsent output.
     pub out: WriteBuffer,
@@ -68,14 +72,17 @@ pub struct Conn {
 
 impl Conn {
     #[inline]
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
-    /// Input may be read and parsed.
+    /// Input may be read and parsed. A file response in progress holds input back too:
+    /// HTTP/1.1 answers requests in order, so the next one waits in the kernel (and TCP
+    /// pushes back on the client) rather than in our memory.
     #[inline]
     pub fn readable(&self) -> bool {
-        !self.has(flags::PAUSED | flags::PONG_PAUSED) && !matches!(self.state, State::Closed)
+        !self.has(flags::PAUSED | flags::OUT_PAUSED | flags::YIELDED)
+            && !matches!(self.state, State::Closed | State::Http(Http::File(_)))
     }
 
     #[inline]

@@ -10,6 +10,7 @@ use slab::Slab;
 
 use super::config::Config;
 use super::connection::{flags, Conn, State};
+use super::fd_limit;
 use super::handler::{ConnId, Payload, SendStatus};
 use super::timer::{Entry, Wheel};
 use super::write_buffer::BufferPool;
@@ -31,7 +32,12 @@ pub(crate) struct Closed {
 /// Timeouts converted to wheel ticks once.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticks {
+    /// A request head must arrive within this (from accept, or from the end of the
+    /// previous response on a keep-alive connection).
     pub handshake: u32,
+    /// A response in progress must make progress (bytes taken by the kernel) within this.
+    pub idle: u32,
+    /// Half the idle timeout: the keep-alive ping goes out after this much silence.
     pub idle_half: u32,
     pub close: u32,
 }
@@ -69,6 +75,13 @@ pub(crate) struct Core {
     /// Connections whose reading resumed: their held input is parsed and their socket
     /// read again once the current callback has returned.
     pub resumed: Vec<u32>,
+    /// Connections that used up their work for this iteration with input left; they
+    /// resume next iteration (and the loop polls without sleeping meanwhile).
+    pub yielded: Vec<u32>,
+    /// `config.max_connections` clamped to the open-file limit.
+    pub max_connections: usize,
+    /// How many connections past `max_connections` may linger with a 503 at once.
+    pub reject_slack: usize,
     pub topics: Topics,
     /// Publish encodes into this once per message.
     scratch: Vec<u8>,
@@ -79,14 +92,16 @@ impl Core {
     pub fn new(config: Config, wheel: Wheel) -> Self {
         let ticks = Ticks {
             handshake: Wheel::ticks(config.handshake_timeout),
+            idle: Wheel::ticks(config.idle_timeout),
             idle_half: Wheel::ticks(config.idle_timeout / 2),
             close: Wheel::ticks(config.close_timeout),
         };
         // Reserve the slab for the connection limit up front: untouched pages cost no
         // resident memory, and the slab never reallocates (and copies every connection)
         // while the loop is serving.
-        let fd_limit = super::event_loop::fd_limit() as usize;
-        let capacity = config.max_connections.min(fd_limit.max(1024));
+        let (max_connections, reject_slack) =
+            fd_limit::connection_budget(config.max_connections, fd_limit::fd_limit());
+        let capacity = max_connections.min(1 << 20);
         Core {
             conns: Slab::with_capacity(capacity),
             config,
@@ -98,6 +113,9 @@ impl Core {
             to_free: Vec::new(),
             closed: Vec::new(),
             resumed: Vec::new(),
+            yielded: Vec::new(),
+            max_connections,
+            reject_slack,
             topics: Topics::default(),
             scratch: Vec::new(),
             next_generation: 0,
@@ -192,6 +210,16 @@ impl Core {
         self.mark_dirty(idx);
     }
 
+    /// Ends the connection's turn for this iteration: it has input left (held, or in the
+    /// socket) and continues next iteration, so one busy client cannot starve the rest.
+    pub fn yield_turn(&mut self, idx: u32) {
+        let c = &mut self.conns[idx as usize];
+        if !c.has(flags::YIELDED) {
+            c.flags |= flags::YIELDED;
+            self.yielded.push(idx);
+        }
+    }
+
     /// Sends a data frame to an open connection, honouring `max_backpressure`.
     pub fn send(&mut self, idx: u32, opcode: OpCode, payload: &[u8]) -> SendStatus {
         let limit = self.config.max_backpressure;
@@ -262,7 +290,7 @@ impl Core {
     pub fn linger(&mut self, idx: u32) {
         let c = &mut self.conns[idx as usize];
         c.state = State::Linger;
-        c.flags &= !(flags::PAUSED | flags::PONG_PAUSED);
+        c.flags &= !(flags::PAUSED | flags::OUT_PAUSED | flags::YIELDED);
         self.pool.put(std::mem::take(&mut c.rx));
         let ticks = self.ticks.close;
         self.set_deadline(idx, ticks);
@@ -297,11 +325,11 @@ impl Core {
         self.to_free.push(idx);
     }
 
-    pub fn pause(&mut self, idx: u32, flag: u8) {
+    pub fn pause(&mut self, idx: u32, flag: u16) {
         self.conns[idx as usize].flags |= flag;
     }
 
-    pub fn resume(&mut self, idx: u32, flag: u8) {
+    pub fn resume(&mut self, idx: u32, flag: u16) {
         let c = &mut self.conns[idx as usize];
         if c.has(flag) {
             c.flags &= !flag;

@@ -4,11 +4,17 @@ pub mod config;
 pub(crate) mod connection;
 pub(crate) mod core;
 pub mod event_loop;
+mod expiry;
+pub mod fd_limit;
 pub mod handler;
+pub(crate) mod http;
+mod shutdown;
 pub(crate) mod static_files;
 pub(crate) mod timer;
 pub mod write_buffer;
+mod ws_read;
 
 pub use config::Config;
-pub use event_loop::{raise_fd_limit, Server, StopHandle};
+pub use event_loop::{Server, StopHandle};
+pub use fd_limit::raise_fd_limit;
 pub use handler::{ConnId, Ctx, Handler, Payload, SendStatus, Upgrade};

@@ -1,20 +1,25 @@
 //! Plain HTTP GET/HEAD on the WebSocket port: static files from one directory, never
-//! outside it. Large bodies go through the connection's write buffer in chunks, with the
-//! same backpressure as any other output, so they never block the loop.
+//! outside it. Demo-grade on purpose (no ranges, no conditional requests), but exact:
+//! `Content-Length` always, no body on a HEAD response, errors with the status they mean.
+//!
+//! Disk reads are blocking and happen on the loop thread. That is acceptable only because
+//! each is bounded: a file is opened and read in steps of at most [`CHUNK`] (64 KiB), one
+//! step each time the connection's previous step has been taken by the kernel, so one
+//! download costs the loop one 64 KiB read per socket write, never a whole file.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
-use crate::protocol::handshake::{write_response, write_response_head};
+use crate::protocol::http1::{write_response, write_response_head, Persist};
 use crate::protocol::Request;
 
 /// A file body still to be sent.
 #[derive(Debug)]
 pub struct FileBody {
     pub file: File,
+    /// Bytes of the file still to be read and queued.
     pub remaining: u64,
-    pub keep_alive: bool,
 }
 
 /// Bytes of file read into the write buffer per refill.
@@ -24,7 +29,6 @@ pub const CHUNK: usize = 64 << 10;
 pub struct Response {
     pub bytes: Vec<u8>,
     pub body: Option<FileBody>,
-    pub keep_alive: bool,
 }
 
 fn content_type(path: &Path) -> &'static str {
@@ -94,17 +98,21 @@ fn resolve(root: &Path, request_path: &str) -> Result<PathBuf, u16> {
     Ok(real)
 }
 
-/// Builds the response for a non-upgrade request.
-pub fn respond(req: &Request<'_>, root: Option<&Path>) -> Response {
-    let keep_alive = req.keep_alive();
+/// Builds the response for a non-upgrade request; `persist` is what the response says
+/// about the connection (the caller closes it after a `Persist::Close` response).
+pub fn respond(req: &Request<'_>, root: Option<&Path>, persist: Persist) -> Response {
+    let head_only = req.is_head();
     let error = |status: u16, body: &str, extra: &[(&str, &str)]| {
         let mut bytes = Vec::new();
-        write_response(&mut bytes, status, extra, body.as_bytes(), !keep_alive);
-        Response {
-            bytes,
-            body: None,
-            keep_alive,
-        }
+        write_response(
+            &mut bytes,
+            status,
+            extra,
+            body.as_bytes(),
+            persist,
+            head_only,
+        );
+        Response { bytes, body: None }
     };
     let Some(root) = root else {
         return error(
@@ -113,11 +121,9 @@ pub fn respond(req: &Request<'_>, root: Option<&Path>) -> Response {
             &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
         );
     };
-    let head_only = match req.method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return error(405, "method not allowed\n", &[("Allow", "GET, HEAD")]),
-    };
+    if !matches!(req.method, "GET" | "HEAD") {
+        return error(405, "method not allowed\n", &[("Allow", "GET, HEAD")]);
+    }
     let path = match resolve(root, req.path) {
         Ok(p) => p,
         Err(400) => return error(400, "bad request\n", &[]),
@@ -136,13 +142,9 @@ pub fn respond(req: &Request<'_>, root: Option<&Path>) -> Response {
         ("Content-Type", content_type(&path)),
         ("Cache-Control", "no-cache"),
     ];
-    write_response_head(&mut bytes, 200, &headers, len, !keep_alive);
+    write_response_head(&mut bytes, 200, &headers, len, persist);
     if head_only || len == 0 {
-        return Response {
-            bytes,
-            body: None,
-            keep_alive,
-        };
+        return Response { bytes, body: None };
     }
     // Small files go out with the head in one write.
     if len <= CHUNK as u64 {
@@ -151,20 +153,14 @@ pub fn respond(req: &Request<'_>, root: Option<&Path>) -> Response {
         if file.read_exact(&mut bytes[start..]).is_err() {
             return error(404, "not found\n", &[]);
         }
-        return Response {
-            bytes,
-            body: None,
-            keep_alive,
-        };
+        return Response { bytes, body: None };
     }
     Response {
         bytes,
         body: Some(FileBody {
             file,
             remaining: len,
-            keep_alive,
         }),
-        keep_alive,
     }
 }
 

@@ -10,7 +10,8 @@ use wsloop::protocol::close;
 use wsloop::protocol::decoder::{Decoded, Decoder, Message, Role};
 use wsloop::protocol::error::ProtocolError;
 use wsloop::protocol::frame::{FrameHeader, HeaderParse};
-use wsloop::protocol::handshake::{self, HttpError};
+use wsloop::protocol::handshake;
+use wsloop::protocol::http1::{self, HttpError};
 
 /// The `max_message` values the decoder fuzz target picks from (small, so limits are hit).
 pub const FUZZ_MAX_MESSAGE: [usize; 4] = [1, 16, 125, 1000];
@@ -386,11 +387,11 @@ pub fn reference_head_end(buf: &[u8], max_head: usize) -> Result<Option<usize>, 
 fn check_status(e: HttpError) {
     let status = e.status();
     assert!(
-        matches!(status, 400 | 405 | 426 | 431),
+        matches!(status, 400 | 405 | 413 | 426 | 431 | 501),
         "{e:?} -> status {status}"
     );
     let mut out = Vec::new();
-    e.write_response(&mut out);
+    e.write_response(&mut out, false);
     let head = format!("HTTP/1.1 {status} ");
     assert!(out.starts_with(head.as_bytes()));
     assert!(out.windows(4).any(|w| w == b"\r\n\r\n"));
@@ -407,7 +408,7 @@ pub fn head_end_incremental(
     let mut n = 0;
     loop {
         n = (n + chunk.max(1)).min(input.len());
-        match handshake::find_head_end(&input[..n], &mut scanned, max_head)? {
+        match http1::find_head_end(&input[..n], &mut scanned, max_head)? {
             Some(h) => return Ok(Some(h)),
             None if n == input.len() => return Ok(None),
             None => assert!(scanned <= n),
@@ -431,7 +432,7 @@ pub fn check_handshake(data: &[u8]) {
 pub fn check_handshake_with(input: &[u8], chunk: usize, max_head: usize) {
     let expected = reference_head_end(input, max_head);
     let mut scanned = 0;
-    let whole = handshake::find_head_end(input, &mut scanned, max_head);
+    let whole = http1::find_head_end(input, &mut scanned, max_head);
     assert_eq!(whole, expected, "find_head_end whole vs reference");
     assert_eq!(
         head_end_incremental(input, 1, max_head),
@@ -466,7 +467,7 @@ pub fn check_head_matches_httparse(input: &[u8], max_head: usize) {
     let mut slots = vec![httparse::EMPTY_HEADER; input.len() / 2 + 1];
     let parsed = httparse::Request::new(&mut slots).parse(input);
     let mut scanned = 0;
-    let found = handshake::find_head_end(input, &mut scanned, max_head);
+    let found = http1::find_head_end(input, &mut scanned, max_head);
     if let Ok(httparse::Status::Complete(n)) = parsed {
         if n <= max_head {
             assert_eq!(found, Ok(Some(n)), "httparse ends the head at {n}");
@@ -485,12 +486,12 @@ pub fn check_head_matches_httparse(input: &[u8], max_head: usize) {
 /// `parse_request` then `validate_upgrade` on a complete head; no panics, statuses in the
 /// documented set, and an accepted upgrade that is consistent with the request.
 pub fn check_request(head: &[u8]) {
-    let req = match handshake::parse_request(head) {
+    let req = match http1::parse_request(head) {
         Ok(r) => r,
         Err(e) => return check_status(e),
     };
     assert!(req.version <= 1);
-    assert!(req.headers.len() <= handshake::MAX_HEADERS);
+    assert!(req.headers.len() <= http1::MAX_HEADERS);
     let _ = (
         req.origin(),
         req.host(),

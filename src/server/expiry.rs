@@ -1,0 +1,56 @@
+//! What happens when a connection's deadline passes: a keep-alive ping, then an idle
+//! close (1001) for WebSockets; every other state (a request head or response that took
+//! too long, a close handshake or linger past its timeout) drops the connection.
+
+use log::debug;
+
+use super::connection::{flags, State};
+use super::event_loop::Inner;
+use super::handler::Handler;
+use crate::protocol::close;
+use crate::protocol::frame::OpCode;
+
+impl<H: Handler> Inner<H> {
+    pub(super) fn expire_timers(&mut self) {
+        let mut due = Vec::new();
+        let now = self.core.now;
+        self.core.wheel.expire(now, &mut due);
+        for e in due {
+            let Some(c) = self.core.conns.get_mut(e.index as usize) else {
+                continue;
+            };
+            if c.generation != e.generation || c.armed != e.deadline {
+                continue; // stale: the connection was replaced or re-filed earlier
+            }
+            if c.deadline > now {
+                // Activity moved the deadline: file the entry again, lazily.
+                c.armed = c.deadline;
+                let d = c.deadline;
+                self.core
+                    .wheel
+                    .insert(super::timer::Entry { deadline: d, ..e });
+                continue;
+            }
+            let idx = e.index;
+            c.armed = u32::MAX;
+            match c.state {
+                State::Open if !c.has(flags::PING_SENT) => {
+                    c.flags |= flags::PING_SENT;
+                    self.core.queue_frame(idx, OpCode::Ping, b"wsloop");
+                    let t = self.core.ticks.idle_half;
+                    self.core.set_deadline(idx, t);
+                }
+                State::Open => {
+                    debug!("idle timeout (slot {idx})");
+                    self.core
+                        .start_close(idx, close::GOING_AWAY, "idle timeout");
+                }
+                _ => {
+                    debug!("timeout in {:?} (slot {idx})", c.state);
+                    self.core.release(idx);
+                }
+            }
+            self.run_notices();
+        }
+    }
+}

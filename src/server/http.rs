@@ -1,0 +1,319 @@
+//! The HTTP/1.1 side of a connection (RFC 9112 §9.3): request head → one response → the
+//! next request, or the upgrade to WebSocket. Parsing and framing are sans-IO in
+//! [`crate::protocol::http1`]; this file owns the exchange's state, bounds and deadlines:
+//!
+//! - A request head must arrive within the handshake timeout, counted from accept or
+//!   from the moment the previous response was written, never reset per byte.
+//! - A response in progress has its own, progress-based deadline: the idle timeout,
+//!   pushed back whenever the kernel takes bytes of it. A slow but steady download is
+//!   never cut by the head's deadline.
+//! - A request body is read past (bounded by `max_request_body`) before the next head is
+//!   parsed, so it can never be taken for a request; framing errors are answered 400/413/
+//!   501 and the connection closed.
+//! - Pipelined requests are answered in order, parsed in place from the receive buffer;
+//!   at most [`MAX_REQUESTS_PER_TURN`] per connection per loop iteration, and none while
+//!   the connection's unsent output is above `max_backpressure` (reading stops until it
+//!   drains, as it does for echo).
+
+use log::debug;
+
+use super::connection::{flags, State};
+use super::event_loop::Inner;
+use super::handler::{Handler, Upgrade};
+use super::static_files::{self, FileBody};
+use crate::protocol::handshake::{validate_upgrade, write_accept_response};
+use crate::protocol::http1::{
+    find_head_end, parse_request, write_response, BodyReader, HttpError, Persist,
+};
+
+/// Requests answered per connection per loop iteration before it yields to the others.
+pub const MAX_REQUESTS_PER_TURN: u32 = 16;
+
+/// Where an HTTP/1.1 exchange is. Input waits while a response is being streamed, so the
+/// two directions never need to be tracked independently.
+#[derive(Debug)]
+pub enum Http {
+    /// Waiting for (the rest of) a request head; `scanned` is how far the search for its
+    /// end got, so a slow head is scanned once in total.
+    Head { scanned: u32 },
+    /// Reading past the body of a request that has been answered.
+    Body(Box<BodyReader>),
+    /// Streaming a file response; the next request waits in the kernel until it is done.
+    File(Box<Streaming>),
+}
+
+/// A file response in progress, and what follows it.
+#[derive(Debug)]
+pub struct Streaming {
+    pub file: FileBody,
+    /// Whether the connection stays open after the response.
+    pub persist: Persist,
+    /// The body of the request being answered, still to be read past.
+    pub then: Option<BodyReader>,
+}
+
+/// What answering one request head led to.
+enum Next {
+    /// A response is queued; the connection stays in the HTTP state.
+    Answered,
+    /// Upgraded; `open` is owed with the negotiated subprotocol.
+    Upgraded(Option<String>),
+    /// The connection is closing (an error, `Connection: close`).
+    Closed,
+}
+
+impl<H: Handler> Inner<H> {
+    /// Answers the requests in the connection's held input followed by the first `n`
+    /// bytes of `rbuf`, in place; only what cannot be answered yet is kept.
+    pub(super) fn process_http(&mut self, idx: u32, n: usize) {
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let c = &mut self.core.conns[idx as usize];
+        let mut held = std::mem::take(&mut c.rx);
+        let from_held = !held.is_empty();
+        if from_held {
+            held.extend_from_slice(&rbuf[..n]);
+        }
+        let buf: &[u8] = if from_held { &held } else { &rbuf[..n] };
+        let len = buf.len();
+        let (off, upgraded) = self.answer_requests(idx, buf);
+        let c = &mut self.core.conns[idx as usize];
+        if off < len && matches!(c.state, State::Http(_) | State::Open) {
+            if from_held {
+                held.drain(..off);
+                c.rx = held;
+            } else {
+                let mut kept = self.core.pool.take();
+                kept.extend_from_slice(&rbuf[off..n]);
+                c.rx = kept;
+            }
+        } else {
+            // Back to the pool: a connection between requests holds no input buffer.
+            self.core.pool.put(held);
+        }
+        self.rbuf = rbuf;
+        if let Some(protocol) = upgraded {
+            let id = self.core.id(idx);
+            let (h, mut ctx) = self.ctx();
+            h.open(&mut ctx, id, protocol.as_deref());
+            self.run_notices();
+            // Frames pipelined behind the upgrade request.
+            if !self.core.conns[idx as usize].rx.is_empty() {
+                self.process_frames(idx, 0);
+            }
+        }
+        self.run_notices();
+    }
+
+    /// Answers complete requests from the start of `buf`; returns how many bytes were
+    /// used, and the subprotocol if the connection upgraded.
+    fn answer_requests(&mut self, idx: u32, buf: &[u8]) -> (usize, Option<Option<String>>) {
+        let max_head = self.core.config.max_header_size;
+        let mut off = 0;
+        let mut answered = 0;
+        loop {
+            let c = &mut self.core.conns[idx as usize];
+            if c.has(flags::OUT_PAUSED | flags::YIELDED) {
+                return (off, None);
+            }
+            let State::Http(http) = &mut c.state else {
+                return (off, None);
+            };
+            match http {
+                Http::File(_) => return (off, None),
+                Http::Body(reader) => match reader.consume(&buf[off..]) {
+                    Ok(used) => {
+                        off += used;
+                        if !reader.is_done() {
+                            return (off, None);
+                        }
+                        *http = Http::Head { scanned: 0 };
+                    }
+                    Err(e) => {
+                        self.refuse(idx, e, false);
+                        return (buf.len(), None);
+                    }
+                },
+                Http::Head { scanned } => {
+                    if off == buf.len() {
+                        return (off, None);
+                    }
+                    if answered == MAX_REQUESTS_PER_TURN {
+                        self.core.yield_turn(idx);
+                        return (off, None);
+                    }
+                    let mut s = *scanned as usize;
+                    let end = match find_head_end(&buf[off..], &mut s, max_head) {
+                        Ok(Some(end)) => end,
+                        Ok(None) => {
+                            *scanned = s as u32;
+                            return (off, None);
+                        }
+                        Err(e) => {
+                            self.refuse(idx, e, false);
+                            return (buf.len(), None);
+                        }
+                    };
+                    *scanned = 0;
+                    let head = &buf[off..off + end];
+                    off += end;
+                    answered += 1;
+                    match self.respond(idx, head) {
+                        Next::Answered => {
+                            let limit = self.core.config.max_backpressure;
+                            if self.core.conns[idx as usize].out.len() > limit {
+                                // Stop answering (and reading) until the client reads.
+                                self.core.pause(idx, flags::OUT_PAUSED);
+                            }
+                        }
+                        Next::Upgraded(protocol) => return (off, Some(protocol)),
+                        Next::Closed => return (buf.len(), None),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one complete request head: upgrade, refusal or static file.
+    fn respond(&mut self, idx: u32, head: &[u8]) -> Next {
+        let req = match parse_request(head) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refuse(idx, e, head.starts_with(b"HEAD "));
+                return Next::Closed;
+            }
+        };
+        let head_only = req.is_head();
+        if !req.wants_websocket() {
+            let body = match BodyReader::new(req.body, self.core.config.max_request_body as u64) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.refuse(idx, e, head_only);
+                    return Next::Closed;
+                }
+            };
+            let persist = if req.keep_alive() {
+                Persist::KeepAlive
+            } else {
+                Persist::Close
+            };
+            let resp = static_files::respond(&req, self.core.config.www.as_deref(), persist);
+            debug!(
+                "{} {} (slot {idx}): {}",
+                req.method,
+                req.path,
+                String::from_utf8_lossy(resp.bytes.get(9..12).unwrap_or_default())
+            );
+            self.core.queue_bytes(idx, &resp.bytes);
+            let next = match (resp.body, persist, body) {
+                (Some(file), _, then) => Http::File(Box::new(Streaming {
+                    file,
+                    persist,
+                    then,
+                })),
+                (None, Persist::Close, _) => {
+                    // Whatever follows (a body, more requests) is read and dropped.
+                    self.core.linger(idx);
+                    return Next::Closed;
+                }
+                (None, Persist::KeepAlive, Some(reader)) => Http::Body(Box::new(reader)),
+                (None, Persist::KeepAlive, None) => Http::Head { scanned: 0 },
+            };
+            self.core.conns[idx as usize].state = State::Http(next);
+            let t = self.core.ticks.idle;
+            self.core.set_deadline(idx, t);
+            return Next::Answered;
+        }
+        let upgrade = match validate_upgrade(&req, self.handler.protocols()) {
+            Ok(u) => u,
+            Err(e) => {
+                self.refuse(idx, e, false);
+                return Next::Closed;
+            }
+        };
+        let protocol: Option<String> = upgrade
+            .protocol
+            .map(|i| self.handler.protocols()[i].to_owned());
+        if let Upgrade::Reject(status) = self.handler.upgrade(&req, protocol.as_deref()) {
+            debug!(
+                "upgrade {} refused by the handler (slot {idx}): HTTP {status}",
+                req.path
+            );
+            let mut resp = Vec::new();
+            write_response(&mut resp, status, &[], b"refused\n", Persist::Close, false);
+            self.core.queue_bytes(idx, &resp);
+            self.core.linger(idx);
+            return Next::Closed;
+        }
+        debug!("upgrade {} (slot {idx})", req.path);
+        let mut resp = Vec::with_capacity(160);
+        write_accept_response(&mut resp, &upgrade.accept, protocol.as_deref());
+        self.core.queue_bytes(idx, &resp);
+        let c = &mut self.core.conns[idx as usize];
+        c.state = State::Open;
+        c.flags |= flags::OPENED;
+        let t = self.core.ticks.idle_half;
+        self.core.set_deadline(idx, t);
+        Next::Upgraded(protocol)
+    }
+
+    /// Answers with the error's status and closes (after the client has the answer).
+    fn refuse(&mut self, idx: u32, e: HttpError, head_only: bool) {
+        debug!("refusing request (slot {idx}): {e}");
+        let mut resp = Vec::new();
+        e.write_response(&mut resp, head_only);
+        self.core.queue_bytes(idx, &resp);
+        self.core.linger(idx);
+    }
+
+    /// After a write in the HTTP state: push the progress deadline, stream the next piece
+    /// of a file, or, once the response is out, wait for the next request.
+    pub(super) fn http_after_flush(&mut self, idx: u32, progressed: bool, emptied: bool) {
+        let core = &mut self.core;
+        let c = &mut core.conns[idx as usize];
+        let State::Http(http) = &mut c.state else {
+            return;
+        };
+        if !emptied || !c.out.is_empty() {
+            if progressed {
+                let t = core.ticks.idle;
+                core.set_deadline(idx, t);
+            }
+            return;
+        }
+        match http {
+            Http::File(s) if s.file.remaining > 0 => {
+                if s.file.refill(c.out.append(&mut core.pool)).is_err() {
+                    // The file shrank under us: the promised length cannot be honoured.
+                    core.release(idx);
+                    return;
+                }
+                core.mark_dirty(idx);
+                let t = core.ticks.idle;
+                core.set_deadline(idx, t);
+            }
+            Http::File(s) => {
+                let (persist, then) = (s.persist, s.then.take());
+                if persist == Persist::Close {
+                    core.linger(idx);
+                    return;
+                }
+                *http = match then {
+                    Some(reader) => Http::Body(Box::new(reader)),
+                    None => Http::Head { scanned: 0 },
+                };
+                let t = core.ticks.handshake;
+                core.set_deadline(idx, t);
+                // Input was held back while the file went out: read it now.
+                if core.conns[idx as usize].readable() {
+                    core.resumed.push(idx);
+                }
+                self.run_notices();
+            }
+            Http::Head { .. } | Http::Body(_) => {
+                // The response is out: the next request has the head's deadline.
+                let t = core.ticks.handshake;
+                core.set_deadline(idx, t);
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The WebSocket read path: frames parsed in place from the loop's receive buffer and
+//! handed to the handler as messages; control frames answered here.
+
+use log::debug;
+
+use super::connection::{flags, State};
+use super::core::{Core, Ctx};
+use super::event_loop::{run_notices, Inner};
+use super::handler::{Handler, Payload};
+use crate::protocol::frame::OpCode;
+use crate::protocol::{Decoded, Decoder, Message, Role};
+
+impl<H: Handler> Inner<H> {
+    /// Parses frames from the connection's held bytes followed by the first `n` bytes of
+    /// `rbuf`. Frames whole in `rbuf` are parsed in place (zero-copy); only an
+    /// incomplete tail, or input left when reading pauses, is copied to the connection.
+    pub(super) fn process_frames(&mut self, idx: u32, n: usize) {
+        let max = self.core.config.max_message_size;
+        let c = &mut self.core.conns[idx as usize];
+        let mut decoder = std::mem::replace(&mut c.decoder, Decoder::new(Role::Server));
+        let mut held = std::mem::take(&mut c.rx);
+        let from_held = !held.is_empty();
+        if from_held {
+            held.extend_from_slice(&self.rbuf[..n]);
+        }
+        let buf: &mut [u8] = if from_held {
+            &mut held
+        } else {
+            &mut self.rbuf[..n]
+        };
+        let mut off = 0;
+        loop {
+            let c = &self.core.conns[idx as usize];
+            if !c.readable() || !matches!(c.state, State::Open | State::Closing) {
+                break;
+            }
+            match decoder.decode(&mut buf[off..], max) {
+                Ok(Decoded::Incomplete { .. }) => break,
+                Ok(Decoded::Fragment { consumed }) => off += consumed,
+                Ok(Decoded::Message { consumed, message }) => {
+                    off += consumed;
+                    dispatch(&mut self.core, &mut self.handler, idx, message);
+                    run_notices(&mut self.core, &mut self.handler);
+                }
+                Err(e) => {
+                    debug!("protocol error (slot {idx}): {e}");
+                    self.core.fail(idx, e.close_code(), e.reason());
+                    off = buf.len();
+                    break;
+                }
+            }
+        }
+        let c = &mut self.core.conns[idx as usize];
+        let keep = matches!(c.state, State::Open | State::Closing) && off < buf.len();
+        if keep {
+            if from_held {
+                held.drain(..off);
+            } else {
+                held = self.core.pool.take();
+                held.extend_from_slice(&self.rbuf[off..n]);
+            }
+            c.rx = held;
+        } else {
+            // Back to the pool: a connection between frames holds no input buffer.
+            self.core.pool.put(held);
+        }
+        c.decoder = decoder;
+        self.run_notices();
+    }
+}
+
+/// Hands one decoded message to the handler (or answers it, for control frames).
+fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, idx: u32, message: Message<'_>) {
+    let id = core.id(idx);
+    let open = core.conns[idx as usize].is_open();
+    match message {
+        Message::Text(t) if open => handler.message(&mut Ctx { core }, id, Payload::Text(t)),
+        Message::Binary(b) if open => handler.message(&mut Ctx { core }, id, Payload::Binary(b)),
+        Message::Ping(p) if open => {
+            // Every ping is answered (RFC 6455 §5.5.2). Pongs count against the write
+            // limit: past it, stop reading until drained rather than queue pongs without
+            // bound (at most one pong lands above the limit).
+            core.queue_frame(idx, OpCode::Pong, p);
+            if core.conns[idx as usize].out.len() > core.config.max_backpressure {
+                core.pause(idx, flags::OUT_PAUSED);
+            }
+            handler.ping(&mut Ctx { core }, id, p);
+        }
+        Message::Pong(p) if open => handler.pong(&mut Ctx { core }, id, p),
+        Message::Close(frame) => {
+            if open {
+                // Echo the peer's code (none if it sent none), then close TCP.
+                match frame.code {
+                    Some(code) => core.queue_close_frame(idx, code, frame.reason),
+                    None => core.queue_frame(idx, OpCode::Close, &[]),
+                }
+                core.notify_closed(idx, frame.code_or_no_status(), frame.reason);
+            }
+            core.linger(idx);
+        }
+        // Data after our close frame is read and dropped (RFC 6455 §1.4).
+        _ => {}
+    }
+}
