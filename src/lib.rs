@@ -7,4 +7,8 @@ pub mod apps;
 pub mod protocol;
 pub mod server;
 
-pub use server::{Config, ConnId, Ctx, Handler, Payload, SendStatus, Server, StopHandle, Upgrade};
+pub use protocol::Request;
+pub use server::{
+    Config, ConnId, Ctx, Handler, Payload, SendStatus, Server, ServerHandle, Upgrade,
+    UpgradeRequest,
+};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wsloop::apps::{chat::Chat, echo::Echo};
+use wsloop::server::Router;
 use wsloop::{Config, Handler, Server};
 
 #[derive(Parser, Debug)]
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone, Copy)]
 enum Mode {
+    /// The demo: chat at /chat, echo at /echo, and the demo pages, on one port.
+    Demo,
     /// Echo every message back with its opcode (subprotocols: com.kaazing.echo, echo).
     Echo,
     /// Broadcast chat: "userN come in!", "userN: text", "userN left".
@@ -66,9 +69,19 @@ struct Opts {
     /// Listen backlog.
     #[arg(long, global = true, default_value_t = 4096)]
     backlog: i32,
-    /// Set SO_REUSEPORT (run one wsloop per core on the same port).
+    /// Set SO_REUSEPORT (several wsloop processes on the same port).
     #[arg(long, global = true)]
     reuse_port: bool,
+    /// Event loops (threads), sharing the port; default: the number of cores.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    /// Largest request body read past on a keep-alive connection (larger: 413).
+    #[arg(long, global = true, default_value_t = 64 << 10, value_name = "BYTES")]
+    max_request_body: usize,
+    /// Browser origin allowed to open WebSockets, e.g. https://example.com (repeatable);
+    /// others get 403. Without it every origin is accepted.
+    #[arg(long = "allow-origin", global = true, value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -84,13 +97,47 @@ fn default_www() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_dir())
 }
 
-fn run<H: Handler>(config: Config, handler: H, mode: &str) -> std::io::Result<()> {
-    let mut server = Server::bind(config, handler)?;
+fn run<H: Handler + Clone + Send>(
+    config: Config,
+    handler: H,
+    mode: &str,
+    page: &str,
+) -> std::io::Result<()> {
+    let server = Server::bind(config, handler)?;
     let addr = server.local_addr();
     // The one start-up line on stdout (scripts and tests read the port from it).
     println!("wsloop {mode} listening on {addr}");
     let _ = std::io::stdout().flush();
-    log::info!("{mode} server on ws://{addr}/ (demo page: http://{addr}/)");
+    log::info!(
+        "{mode} server on ws://{addr}/ with {} loop(s) (demo page: http://{addr}{page})",
+        server.loops()
+    );
+    server.run()
+}
+
+/// Builds each loop's handler, behind an Origin allow-list when one is given.
+fn routed(
+    origins: &[String],
+    factory: impl Fn() -> Router + Send + Sync + 'static,
+) -> impl Fn(usize) -> Router {
+    let origins = origins.to_vec();
+    move |_| factory().allow_origins(&origins)
+}
+
+fn run_routed(
+    config: Config,
+    factory: impl Fn(usize) -> Router,
+    mode: &str,
+    page: &str,
+) -> std::io::Result<()> {
+    let server = Server::bind_with(config, factory)?;
+    let addr = server.local_addr();
+    println!("wsloop {mode} listening on {addr}");
+    let _ = std::io::stdout().flush();
+    log::info!(
+        "{mode} server on ws://{addr}/ with {} loop(s) (demo page: http://{addr}{page})",
+        server.loops()
+    );
     server.run()
 }
 
@@ -106,6 +153,10 @@ fn main() {
         listen: o.listen,
         backlog: o.backlog,
         reuse_port: o.reuse_port,
+        threads: o
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        max_request_body: o.max_request_body,
         max_message_size: o.max_message_size,
         max_header_size: o.max_header_size,
         max_connections: o.max_connections,
@@ -122,9 +173,31 @@ fn main() {
         handle_signals: true,
         ..Config::default()
     };
+    if o.allow_origins.is_empty() {
+        log::info!("every Origin may open WebSockets (restrict with --allow-origin ORIGIN)");
+    }
+    let origins = o.allow_origins;
+    let chat = Chat::default();
     let result = match cli.mode {
-        Mode::Echo => run(config, Echo::default(), "echo"),
-        Mode::Chat => run(config, Chat::default(), "chat"),
+        Mode::Demo => {
+            let f = routed(&origins, move || {
+                Router::new()
+                    .route("/chat", chat.clone())
+                    .route("/echo", Echo::default())
+            });
+            run_routed(config, f, "demo", "/")
+        }
+        // Without an allow-list the plain handlers run, as the benchmarks measure them.
+        Mode::Echo if origins.is_empty() => run(config, Echo::default(), "echo", "/echo.html"),
+        Mode::Chat if origins.is_empty() => run(config, chat, "chat", "/"),
+        Mode::Echo => {
+            let f = routed(&origins, || Router::new().fallback(Echo::default()));
+            run_routed(config, f, "echo", "/echo.html")
+        }
+        Mode::Chat => {
+            let f = routed(&origins, move || Router::new().fallback(chat.clone()));
+            run_routed(config, f, "chat", "/")
+        }
     };
     if let Err(e) = result {
         log::error!("{e}");

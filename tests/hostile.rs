@@ -926,7 +926,8 @@ fn chat_subscriber_that_never_reads_is_closed() {
     pc.wait_for(4, "publisher sees the joins");
     c2.wait_for(3, "user2 sees the joins");
     c3.wait_for(2, "user3 sees the joins");
-    assert_eq!(pc.texts().last().unwrap(), "user4 come in!");
+    // Joins from different loops are ordered per loop only (per publisher), not globally.
+    assert!(pc.texts().iter().any(|t| t == "user4 come in!"));
 
     let body = "x".repeat(1000);
     const BATCH: usize = 32;

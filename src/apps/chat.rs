@@ -1,46 +1,47 @@
 //! Chat broadcast, after the classic Node chat demo: joiners are announced as
 //! `userN come in!`, each text message goes to everyone (sender included) as
 //! `userN: text`, binary messages are relayed verbatim, leavers as `userN left`.
+//!
+//! One room across every loop of the server: publishes reach subscribers on all loops,
+//! and user numbers come from one counter shared by the loops' handlers (an atomic add
+//! per join, never per message).
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::server::{ConnId, Ctx, Handler, Payload};
+use crate::server::{ConnId, Ctx, Handler, Payload, Upgrade, UpgradeRequest};
 
 const TOPIC: &str = "chat";
 
-#[derive(Default)]
+/// The chat handler. Clones (one per loop) share the user counter.
+#[derive(Clone, Default)]
 pub struct Chat {
-    next_user: u64,
-    /// User number by connection slot.
-    users: Vec<u64>,
+    next_user: Arc<AtomicU64>,
     /// Reused for formatting, so a message costs no allocation.
     line: String,
 }
 
-impl Chat {
-    fn user(&self, conn: ConnId) -> u64 {
-        self.users.get(conn.index()).copied().unwrap_or(0)
-    }
-}
-
 impl Handler for Chat {
-    fn open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _protocol: Option<&str>) {
-        self.next_user += 1;
-        if self.users.len() <= conn.index() {
-            self.users.resize(conn.index() + 1, 0);
-        }
-        self.users[conn.index()] = self.next_user;
+    /// The user number.
+    type Data = u64;
+
+    fn upgrade(&mut self, _req: &UpgradeRequest<'_>) -> Upgrade<u64> {
+        Upgrade::Accept(self.next_user.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, user: &mut u64) {
         ctx.subscribe(conn, TOPIC);
         self.line.clear();
-        let _ = write!(self.line, "user{} come in!", self.next_user);
+        let _ = write!(self.line, "user{user} come in!");
         ctx.publish(TOPIC, Payload::Text(&self.line));
     }
 
-    fn message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Payload<'_>) {
+    fn message(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, user: &mut u64, msg: Payload<'_>) {
         match msg {
             Payload::Text(t) => {
                 self.line.clear();
-                let _ = write!(self.line, "user{}: {t}", self.user(conn));
+                let _ = write!(self.line, "user{user}: {t}");
                 ctx.publish(TOPIC, Payload::Text(&self.line));
             }
             Payload::Binary(_) => {
@@ -49,9 +50,9 @@ impl Handler for Chat {
         }
     }
 
-    fn close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _code: u16, _reason: &str) {
+    fn close(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, user: u64, _code: u16, _reason: &str) {
         self.line.clear();
-        let _ = write!(self.line, "user{} left", self.user(conn));
+        let _ = write!(self.line, "user{user} left");
         ctx.publish(TOPIC, Payload::Text(&self.line));
     }
 }

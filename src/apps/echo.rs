@@ -1,31 +1,41 @@
 //! Echo: every message goes back with its opcode. Under backpressure it stops reading the
 //! connection until the output drains, so TCP pushes back on the client and nothing is lost.
 
-use crate::server::{ConnId, Ctx, Handler, Payload, SendStatus};
+use crate::protocol::Request;
+use crate::server::{ConnId, Ctx, Handler, Payload, SendStatus, Upgrade, UpgradeRequest};
 
+/// The echo handler; stateless, so each loop gets a clone.
+#[derive(Clone)]
 pub struct Echo {
     protocols: Vec<&'static str>,
 }
 
 impl Echo {
-    /// Subprotocols offered, most preferred first.
+    /// Echo that confirms the first of `protocols` (most preferred first) a client offers.
     pub fn new(protocols: Vec<&'static str>) -> Self {
         Echo { protocols }
     }
 }
 
 impl Default for Echo {
+    /// Subprotocols `com.kaazing.echo` and `echo` (what echo test pages ask for).
     fn default() -> Self {
         Echo::new(vec!["com.kaazing.echo", "echo"])
     }
 }
 
 impl Handler for Echo {
-    fn protocols(&self) -> &[&str] {
+    type Data = ();
+
+    fn protocols(&self, _req: &Request<'_>) -> &[&str] {
         &self.protocols
     }
 
-    fn message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, msg: Payload<'_>) {
+    fn upgrade(&mut self, _req: &UpgradeRequest<'_>) -> Upgrade<()> {
+        Upgrade::Accept(())
+    }
+
+    fn message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), msg: Payload<'_>) {
         match ctx.send(conn, msg) {
             SendStatus::Sent => {}
             SendStatus::Backpressure => ctx.pause(conn),
@@ -38,7 +48,7 @@ impl Handler for Echo {
         }
     }
 
-    fn drain(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+    fn drain(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
         ctx.resume(conn);
     }
 }

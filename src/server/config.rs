@@ -9,8 +9,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
     pub backlog: i32,
-    /// Set SO_REUSEPORT so several loops (processes or threads) can share the port.
+    /// Set SO_REUSEPORT so several processes can share the port (always set when
+    /// `threads > 1`: the loops of one server share it that way).
     pub reuse_port: bool,
+    /// Event loops, one thread each, sharing the port through SO_REUSEPORT. Default: the
+    /// number of cores (`std::thread::available_parallelism`).
+    pub threads: usize,
     /// Largest message, all fragments together; larger ones are refused with 1009.
     pub max_message_size: usize,
     /// Largest HTTP request head; larger ones get 431.
@@ -45,6 +49,7 @@ impl Default for Config {
             listen: "127.0.0.1:8001".parse().expect("valid address"),
             backlog: 4096,
             reuse_port: false,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_message_size: 16 << 20,
             max_header_size: 8 << 10,
             max_request_body: 64 << 10,

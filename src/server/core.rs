@@ -4,13 +4,18 @@
 use std::collections::HashMap;
 use std::io::{IoSlice, Write};
 use std::net::Shutdown;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use log::warn;
 use slab::Slab;
 
+use super::app_timers::AppTimers;
 use super::config::Config;
 use super::connection::{flags, Conn, State};
 use super::fd_limit;
+use super::handle::{encode_frame, encode_shared, Command, ServerHandle};
 use super::handler::{ConnId, Payload, SendStatus};
 use super::timer::{Entry, Wheel};
 use super::write_buffer::BufferPool;
@@ -45,7 +50,8 @@ pub(crate) struct Ticks {
 /// Exact-match topics: name → id, id → subscriber slots.
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
-    ids: HashMap<Box<str>, u32>,
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
     subscribers: Vec<Vec<u32>>,
 }
 
@@ -59,6 +65,15 @@ impl Topics {
 }
 
 pub(crate) struct Core {
+    /// This loop's number (0 .. threads).
+    pub loop_id: u16,
+    /// Mailboxes of every loop, and the process-wide connection count.
+    pub handle: ServerHandle,
+    /// Commands for other loops gathered this iteration, handed over in one batch (and
+    /// one wake-up) per loop at the end of it.
+    pub outbox: Vec<Vec<Command>>,
+    /// Application timers.
+    pub timers: AppTimers,
     pub conns: Slab<Conn>,
     pub config: Config,
     pub ticks: Ticks,
@@ -89,7 +104,7 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub fn new(config: Config, wheel: Wheel) -> Self {
+    pub fn new(config: Config, wheel: Wheel, loop_id: u16, handle: ServerHandle) -> Self {
         let ticks = Ticks {
             handshake: Wheel::ticks(config.handshake_timeout),
             idle: Wheel::ticks(config.idle_timeout),
@@ -101,8 +116,15 @@ impl Core {
         // while the loop is serving.
         let (max_connections, reject_slack) =
             fd_limit::connection_budget(config.max_connections, fd_limit::fd_limit());
-        let capacity = max_connections.min(1 << 20);
+        // Connections spread over the loops; the slab grows past its share if the kernel's
+        // spread is uneven.
+        let capacity = (max_connections / handle.loops().max(1)).min(1 << 20);
+        let loops = handle.loops();
         Core {
+            loop_id,
+            handle,
+            outbox: (0..loops).map(|_| Vec::new()).collect(),
+            timers: AppTimers::default(),
             conns: Slab::with_capacity(capacity),
             config,
             ticks,
@@ -127,12 +149,16 @@ impl Core {
         ConnId {
             index: idx,
             generation: self.conns[idx as usize].generation,
+            loop_id: self.loop_id,
         }
     }
 
-    /// The connection behind `id`, if it is still the same connection.
+    /// The connection behind `id`, if it is this loop's and still the same connection.
     #[inline]
     fn lookup(&self, id: ConnId) -> Option<&Conn> {
+        if id.loop_id != self.loop_id {
+            return None;
+        }
         self.conns
             .get(id.index as usize)
             .filter(|c| c.generation == id.generation)
@@ -276,6 +302,7 @@ impl Core {
             let id = ConnId {
                 index: idx,
                 generation: c.generation,
+                loop_id: self.loop_id,
             };
             self.unsubscribe_all(idx);
             self.closed.push(Closed {
@@ -344,7 +371,9 @@ impl Core {
             return id;
         }
         let id = self.topics.subscribers.len() as u32;
-        self.topics.ids.insert(topic.into(), id);
+        let name: Arc<str> = topic.into();
+        self.topics.ids.insert(name.clone(), id);
+        self.topics.names.push(name);
         self.topics.subscribers.push(Vec::new());
         id
     }
@@ -392,16 +421,43 @@ impl Core {
         c.out.len() <= self.config.max_backpressure
     }
 
-    /// Encodes the frame once and appends the same bytes to every subscriber's output.
-    /// A subscriber past `max_backpressure` even after offering its output to the kernel
-    /// is closed with 1008, never waited for.
+    /// Encodes the frame once and appends the same bytes to every subscriber's output,
+    /// on this loop and (through their mailboxes, at the end of the iteration) on every
+    /// other loop. Returns the deliveries on this loop.
     pub fn publish(&mut self, topic: &str, opcode: OpCode, payload: &[u8]) -> usize {
-        let Some(&t) = self.topics.ids.get(topic) else {
-            return 0;
-        };
+        if self.outbox.len() > 1 {
+            // Several loops: the bytes are shared with them, so encode into an Arc once.
+            let frame = encode_frame(opcode, payload);
+            let name: Arc<str> = match self.topics.ids.get_key_value(topic) {
+                Some((k, _)) => k.clone(),
+                None => topic.into(),
+            };
+            let me = self.loop_id as usize;
+            for (l, out) in self.outbox.iter_mut().enumerate() {
+                if l != me {
+                    out.push(Command::Publish {
+                        topic: name.clone(),
+                        frame: frame.clone(),
+                    });
+                }
+            }
+            return self.publish_frame(topic, &frame);
+        }
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
         write_server_frame(&mut frame, true, opcode, payload);
+        let delivered = self.publish_frame(topic, &frame);
+        self.scratch = frame;
+        delivered
+    }
+
+    /// Appends an encoded frame to the output of every subscriber of `topic` on this loop.
+    /// A subscriber past `max_backpressure` even after offering its output to the kernel
+    /// is closed with 1008, never waited for.
+    pub fn publish_frame(&mut self, topic: &str, frame: &[u8]) -> usize {
+        let Some(&t) = self.topics.ids.get(topic) else {
+            return 0;
+        };
         let limit = self.config.max_backpressure;
         let mut delivered = 0;
         let mut slow = Vec::new();
@@ -417,7 +473,7 @@ impl Core {
                 slow.push(idx);
                 continue;
             }
-            self.queue_bytes(idx, &frame);
+            self.queue_bytes(idx, frame);
             delivered += 1;
         }
         // Subscriptions made by callbacks meanwhile are impossible (no callback ran), so
@@ -430,8 +486,54 @@ impl Core {
             );
             self.fail(idx, close::POLICY, "backpressure limit exceeded");
         }
-        self.scratch = frame;
         delivered
+    }
+
+    /// Queues an encoded data frame for one open connection, honouring
+    /// `max_backpressure` (a frame sent from another thread or loop).
+    pub fn send_frame(&mut self, id: ConnId, frame: &[u8]) -> SendStatus {
+        let Some(c) = self.lookup(id) else {
+            return SendStatus::Closed;
+        };
+        if !c.is_open() {
+            return SendStatus::Closed;
+        }
+        let limit = self.config.max_backpressure;
+        if c.out.len() > limit {
+            return SendStatus::Dropped;
+        }
+        self.queue_bytes(id.index, frame);
+        if self.conns[id.index as usize].out.len() > limit {
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// Hands each other loop what this iteration gathered for it, one batch and at most
+    /// one wake-up per loop.
+    pub fn post_outbox(&mut self) {
+        for (l, out) in self.outbox.iter_mut().enumerate() {
+            if !out.is_empty() {
+                let batch = std::mem::take(out);
+                self.handle.shared.links[l].post(Command::Batch(batch));
+            }
+        }
+    }
+
+    /// Forwards a command to the loop that owns `conn` (another loop).
+    fn forward(&mut self, conn: ConnId, cmd: Command) {
+        if let Some(out) = self.outbox.get_mut(conn.loop_id as usize) {
+            out.push(cmd);
+        }
+    }
+
+    /// Counts a connection freed (the process-wide count).
+    pub fn count_freed(&self) {
+        self.handle
+            .shared
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Bytes queued and not yet taken by the kernel.
@@ -451,8 +553,15 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Sends a text or binary message.
+    /// Sends a text or binary message. To a connection of another loop the message is
+    /// handed over (encoded once) at the end of this iteration and `Sent` is returned;
+    /// that loop applies `max_backpressure` when it arrives.
     pub fn send(&mut self, conn: ConnId, msg: Payload<'_>) -> SendStatus {
+        if conn.loop_id != self.core.loop_id {
+            let frame = encode_shared(msg);
+            self.core.forward(conn, Command::Send { conn, frame });
+            return SendStatus::Sent;
+        }
         let Some(idx) = self.core.slot(conn) else {
             return SendStatus::Closed;
         };
@@ -481,6 +590,12 @@ impl Ctx<'_> {
 
     /// Starts the closing handshake with `code` and `reason` (truncated to fit a frame).
     pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        if conn.loop_id != self.core.loop_id {
+            let reason = reason.into();
+            self.core
+                .forward(conn, Command::Close { conn, code, reason });
+            return;
+        }
         if let Some(idx) = self.core.slot(conn) {
             self.core.start_close(idx, code, reason);
         }
@@ -521,7 +636,8 @@ impl Ctx<'_> {
             .is_some_and(|idx| self.core.unsubscribe(idx, topic))
     }
 
-    /// Sends `msg` to every subscriber of `topic`; returns how many it was queued for.
+    /// Sends `msg` to every subscriber of `topic` on every loop (encoded once); returns
+    /// how many subscribers of this loop it was queued for.
     pub fn publish(&mut self, topic: &str, msg: Payload<'_>) -> usize {
         match msg {
             Payload::Text(t) => self.core.publish(topic, OpCode::Text, t.as_bytes()),
@@ -529,8 +645,39 @@ impl Ctx<'_> {
         }
     }
 
-    /// Connections currently held (any state).
+    /// Connections this loop currently holds (any state).
     pub fn connections(&self) -> usize {
         self.core.conns.len()
     }
+
+    /// This loop's number (0 .. threads).
+    pub fn loop_id(&self) -> usize {
+        self.core.loop_id as usize
+    }
+
+    /// A handle for other threads (publish, send, close, defer, stop).
+    pub fn handle(&self) -> ServerHandle {
+        self.core.handle.clone()
+    }
+
+    /// Calls [`Handler::timer`](super::Handler::timer) for `conn` with `token` after
+    /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h), if the connection
+    /// is still open then. Timers cannot be cancelled: ignore a stale `token` instead.
+    pub fn set_timer(&mut self, conn: ConnId, delay: Duration, token: u64) {
+        if self.core.slot(conn).is_some() {
+            let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMER_DELAY));
+            self.core.timers.add(due, Some(conn), token);
+        }
+    }
+
+    /// Calls [`Handler::loop_timer`](super::Handler::loop_timer) with `token` after
+    /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h).
+    pub fn set_loop_timer(&mut self, delay: Duration, token: u64) {
+        let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMER_DELAY));
+        self.core.timers.add(due, None, token);
+    }
 }
+
+/// Longest application timer delay; longer ones are clamped (the tick counter must not
+/// wrap).
+pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(24 * 3600);

@@ -6,7 +6,7 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use super::config::Config;
 use super::connection::{flags, Conn, State};
 use super::core::{Core, Ctx};
 use super::fd_limit::SpareFd;
+use super::handle::{Command, Link, Mailbox, ServerHandle, Shared};
 use super::handler::Handler;
 use super::http::Http;
 use super::timer::Wheel;
@@ -37,39 +38,45 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 /// others (2 MiB with the default 512 KiB buffer).
 const MAX_READS_PER_TURN: u32 = 4;
 
-/// Stops a running [`Server`] gracefully from another thread.
-#[derive(Clone)]
-pub struct StopHandle {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl StopHandle {
-    /// Starts a graceful shutdown: stop accepting, close every WebSocket with 1001, wait
-    /// up to the close timeout; [`Server::run`] then returns.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-}
-
-/// A WebSocket server: one loop, one thread, one handler.
+/// A WebSocket server: one listener per loop on the same port (SO_REUSEPORT), one loop
+/// per thread, one handler per loop, nothing shared on the hot path.
 pub struct Server<H: Handler> {
+    config: Config,
+    local_addr: SocketAddr,
+    handle: ServerHandle,
+    loops: Vec<LoopParts<H>>,
+}
+
+/// What one loop is built from; the loop itself (with its connections and the handler's
+/// per-connection data) is created on its own thread.
+struct LoopParts<H> {
+    poll: Poll,
+    registry: Registry,
+    listener: TcpListener,
+    handler: H,
+    mailbox: Mailbox,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    spare_fd: SpareFd,
+}
+
+/// One running loop.
+struct EventLoop<H: Handler> {
     poll: Poll,
     events: Events,
+    mailbox: Mailbox,
     inner: Inner<H>,
 }
 
-/// Everything the event handlers touch, apart from `poll` and `events`.
+/// Everything the event handlers touch, apart from `poll`, `events` and the mailbox.
 pub(super) struct Inner<H: Handler> {
     pub(super) core: Core,
     pub(super) handler: H,
+    /// The handler's value per connection, by slot: set when an upgrade is accepted,
+    /// handed to `close` when the connection ends.
+    pub(super) data: Vec<Option<H::Data>>,
     registry: Registry,
     listener: Option<TcpListener>,
-    local_addr: SocketAddr,
     signals: Option<signal_hook_mio::v1_0::Signals>,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
     /// The one receive buffer of the loop.
     pub(super) rbuf: Vec<u8>,
     /// Most bytes read at once from a connection in the HTTP state: requests are small,
@@ -81,44 +88,183 @@ pub(super) struct Inner<H: Handler> {
     pub(super) shutdown_deadline: Option<Instant>,
 }
 
-fn listen(config: &Config) -> io::Result<TcpListener> {
-    let domain = Domain::for_address(config.listen);
+fn listen(addr: SocketAddr, config: &Config, reuse_port: bool) -> io::Result<TcpListener> {
+    let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    if config.reuse_port {
+    if reuse_port {
         socket.set_reuse_port(true)?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&config.listen.into())?;
+    socket.bind(&addr.into())?;
     socket.listen(config.backlog)?;
     Ok(TcpListener::from_std(socket.into()))
 }
 
-impl<H: Handler> Server<H> {
-    /// Binds the listener. Nothing runs until [`Server::run`].
+impl<H: Handler + Clone> Server<H> {
+    /// Binds the listeners, giving each loop a clone of `handler`. Nothing runs until
+    /// [`Server::run`]. Errors: an invalid [`Config`] (naming the field), or the
+    /// address cannot be bound.
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
-        let poll = Poll::new()?;
-        let mut listener = listen(&config)?;
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let signals = if config.handle_signals {
-            let mut s = signal_hook_mio::v1_0::Signals::new([
-                signal_hook::consts::SIGINT,
-                signal_hook::consts::SIGTERM,
-            ])?;
+        Self::bind_with(config, |_| handler.clone())
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds the listeners, building each loop's handler with `factory(loop_id)`.
+    /// Handlers that share state across loops share it through what the factory
+    /// captures (an `Arc`, an atomic counter); on the hot path, each loop touches only
+    /// its own.
+    pub fn bind_with(config: Config, mut factory: impl FnMut(usize) -> H) -> io::Result<Self> {
+        let threads = config.threads.max(1);
+        let reuse_port = config.reuse_port || threads > 1;
+        let mut listeners = vec![listen(config.listen, &config, reuse_port)?];
+        // Port 0 picks a port once; the other loops join that one.
+        let local_addr = listeners[0].local_addr()?;
+        for _ in 1..threads {
+            listeners.push(listen(local_addr, &config, true)?);
+        }
+        let mut links = Vec::with_capacity(threads);
+        let mut loops = Vec::with_capacity(threads);
+        for (i, mut listener) in listeners.into_iter().enumerate() {
+            let poll = Poll::new()?;
             poll.registry()
-                .register(&mut s, SIGNALS, Interest::READABLE)?;
-            Some(s)
-        } else {
-            None
+                .register(&mut listener, LISTENER, Interest::READABLE)?;
+            let (tx, rx) = std::sync::mpsc::channel();
+            links.push(Link::new(tx, Waker::new(poll.registry(), WAKER)?));
+            // Signals go to loop 0, which stops every loop.
+            let signals = if config.handle_signals && i == 0 {
+                let mut s = signal_hook_mio::v1_0::Signals::new([
+                    signal_hook::consts::SIGINT,
+                    signal_hook::consts::SIGTERM,
+                ])?;
+                poll.registry()
+                    .register(&mut s, SIGNALS, Interest::READABLE)?;
+                Some(s)
+            } else {
+                None
+            };
+            // Every descriptor a loop needs is opened here, before `bind` returns.
+            loops.push(LoopParts {
+                registry: poll.registry().try_clone()?,
+                poll,
+                listener,
+                handler: factory(i),
+                mailbox: Mailbox { rx },
+                signals,
+                spare_fd: SpareFd::new(),
+            });
+        }
+        let handle = ServerHandle {
+            shared: Arc::new(Shared {
+                links,
+                connections: AtomicUsize::new(0),
+            }),
         };
+        Ok(Server {
+            config,
+            local_addr,
+            handle,
+            loops,
+        })
+    }
+
+    /// The address the listeners are bound to (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle for other threads: publish, send, close, defer, stop.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Number of loops (threads) the server runs.
+    pub fn loops(&self) -> usize {
+        self.loops.len()
+    }
+}
+
+impl<H: Handler + Send> Server<H> {
+    /// Runs every loop (loop 0 on the calling thread, the others on threads of their own)
+    /// until stopped (a signal, or [`ServerHandle::stop`]) and every connection has
+    /// closed or the close timeout passed.
+    ///
+    /// A handler that panics takes the whole process down (exit status 101) after
+    /// logging which loop died: a port that is half served (the kernel still hands the
+    /// dead loop its share of new connections) is worse than a restart.
+    pub fn run(self) -> io::Result<()> {
+        let Server {
+            config,
+            handle,
+            loops,
+            ..
+        } = self;
+        let mut parts = loops.into_iter();
+        let first = parts.next().expect("at least one loop");
+        let mut threads = Vec::new();
+        for (i, p) in parts.enumerate() {
+            let (config, handle) = (config.clone(), handle.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("wsloop-{}", i + 1))
+                    .spawn(move || run_loop(i + 1, p, config, handle))?,
+            );
+        }
+        let result = run_loop(0, first, config, handle.clone());
+        if result.is_err() {
+            handle.stop();
+        }
+        for t in threads {
+            match t.join() {
+                Ok(r) => r?,
+                Err(_) => std::process::exit(101),
+            }
+        }
+        result
+    }
+}
+
+/// Builds and runs one loop on the current thread; a panic ends the process.
+fn run_loop<H: Handler>(
+    loop_id: usize,
+    parts: LoopParts<H>,
+    config: Config,
+    handle: ServerHandle,
+) -> io::Result<()> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        EventLoop::new(loop_id, parts, config, handle)?.run()
+    }));
+    match outcome {
+        Ok(r) => r,
+        Err(_) => {
+            log::error!("loop {loop_id} panicked (in a handler?); exiting");
+            std::process::exit(101);
+        }
+    }
+}
+
+impl<H: Handler> EventLoop<H> {
+    fn new(
+        loop_id: usize,
+        parts: LoopParts<H>,
+        config: Config,
+        handle: ServerHandle,
+    ) -> io::Result<Self> {
+        let LoopParts {
+            poll,
+            registry,
+            listener,
+            handler,
+            mailbox,
+            signals,
+            spare_fd,
+        } = parts;
         let now = Instant::now();
         let rbuf = vec![0u8; config.recv_buffer_size.max(4096)];
         let http_read_size = (config.max_header_size + 1).max(16 << 10).min(rbuf.len());
-        let core = Core::new(config, Wheel::new(now));
-        if core.max_connections < core.config.max_connections {
+        let core = Core::new(config, Wheel::new(now), loop_id as u16, handle);
+        if loop_id == 0 && core.max_connections < core.config.max_connections {
             info!(
                 "max_connections {} lowered to {} to fit the open-file limit",
                 core.config.max_connections, core.max_connections
@@ -127,47 +273,26 @@ impl<H: Handler> Server<H> {
         let inner = Inner {
             core,
             handler,
-            registry: poll.registry().try_clone()?,
+            data: Vec::new(),
+            registry,
             listener: Some(listener),
-            local_addr,
             signals,
-            stop: Arc::new(AtomicBool::new(false)),
-            waker,
             rbuf,
             http_read_size,
             accept_paused_until: None,
             emfile_logged: false,
-            spare_fd: SpareFd::new(),
+            spare_fd,
             shutdown_deadline: None,
         };
-        Ok(Server {
+        Ok(EventLoop {
             poll,
             events: Events::with_capacity(1024),
+            mailbox,
             inner,
         })
     }
 
-    /// The address the listener is bound to (with the real port when bound to port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
-    }
-
-    /// A handle that stops the server from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            flag: self.inner.stop.clone(),
-            waker: self.inner.waker.clone(),
-        }
-    }
-
-    /// The application handler.
-    pub fn handler(&self) -> &H {
-        &self.inner.handler
-    }
-
-    /// Runs until stopped (signal or [`StopHandle`]) and every connection has closed or
-    /// the close timeout passed.
-    pub fn run(&mut self) -> io::Result<()> {
+    fn run(&mut self) -> io::Result<()> {
         loop {
             let timeout = self.inner.poll_timeout(Instant::now());
             match self.poll.poll(&mut self.events, timeout) {
@@ -184,8 +309,10 @@ impl<H: Handler> Server<H> {
                 match ev.token() {
                     LISTENER => inner.accept(now),
                     WAKER => {
-                        if inner.stop.load(Ordering::SeqCst) {
-                            inner.begin_shutdown(now);
+                        let me = inner.core.loop_id as usize;
+                        inner.core.handle.shared.links[me].clear_woken();
+                        while let Ok(cmd) = self.mailbox.rx.try_recv() {
+                            inner.apply(cmd, now);
                         }
                     }
                     SIGNALS => {
@@ -193,9 +320,13 @@ impl<H: Handler> Server<H> {
                             .signals
                             .as_mut()
                             .is_some_and(|s| s.pending().next().is_some());
+                        if got && inner.shutdown_deadline.is_some() {
+                            warn!("second signal: exiting at once");
+                            std::process::exit(130);
+                        }
                         if got {
                             info!("signal received: closing connections (1001)");
-                            inner.begin_shutdown(now);
+                            inner.core.handle.stop();
                         }
                     }
                     Token(i) => {
@@ -233,6 +364,9 @@ impl<H: Handler> Inner<H> {
         }
         let mut t = self.core.wheel.next_timeout(now);
         let mut consider = |d: Duration| t = Some(t.map_or(d, |t| t.min(d)));
+        if let Some(tick) = self.core.timers.next_deadline() {
+            consider(self.core.wheel.until_tick(tick, now));
+        }
         if let Some(until) = self.accept_paused_until {
             consider(until.saturating_duration_since(now));
         }
@@ -288,8 +422,9 @@ impl<H: Handler> Inner<H> {
 
     fn add_connection(&mut self, mut stream: TcpStream) {
         let core = &mut self.core;
-        let over = core.conns.len() >= core.max_connections;
-        if over && core.conns.len() >= core.max_connections + core.reject_slack {
+        let open = core.handle.shared.connections.load(Ordering::Relaxed);
+        let over = open >= core.max_connections;
+        if over && open >= core.max_connections + core.reject_slack {
             return; // dropped: closes the socket
         }
         let _ = stream.set_nodelay(true);
@@ -306,6 +441,10 @@ impl<H: Handler> Inner<H> {
         {
             return;
         }
+        core.handle
+            .shared
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
         core.next_generation = core.next_generation.wrapping_add(1);
         let deadline = core.now + core.ticks.handshake;
         entry.insert(Conn {
@@ -469,8 +608,15 @@ impl<H: Handler> Inner<H> {
             core.resume(idx, flags::OUT_PAUSED);
             if core.conns[idx as usize].is_open() {
                 let id = core.id(idx);
-                let (h, mut ctx) = self.ctx();
-                h.drain(&mut ctx, id);
+                if let Some(d) = self.data.get_mut(idx as usize).and_then(Option::as_mut) {
+                    self.handler.drain(
+                        &mut Ctx {
+                            core: &mut self.core,
+                        },
+                        id,
+                        d,
+                    );
+                }
             }
             self.run_notices();
         }
@@ -497,7 +643,7 @@ impl<H: Handler> Inner<H> {
     /// Runs the owed `close` callbacks, then lets resumed connections parse what they
     /// hold and read their socket again.
     pub(super) fn run_notices(&mut self) {
-        run_notices(&mut self.core, &mut self.handler);
+        run_notices(&mut self.core, &mut self.handler, &mut self.data);
         while !self.core.resumed.is_empty() {
             for idx in std::mem::take(&mut self.core.resumed) {
                 if self
@@ -510,7 +656,7 @@ impl<H: Handler> Inner<H> {
                     // Readiness reported while paused was consumed: a FIN may be pending.
                     self.on_readable(idx, true);
                 }
-                run_notices(&mut self.core, &mut self.handler);
+                run_notices(&mut self.core, &mut self.handler, &mut self.data);
             }
         }
     }
@@ -538,6 +684,7 @@ impl<H: Handler> Inner<H> {
 
     fn end_of_iteration(&mut self, now: Instant) {
         self.expire_timers();
+        self.fire_app_timers();
         // The cork: one write per connection for everything gathered this iteration.
         while !self.core.dirty.is_empty() {
             let dirty = std::mem::take(&mut self.core.dirty);
@@ -560,8 +707,38 @@ impl<H: Handler> Inner<H> {
             // deregister syscall is needed.
             if let Some(mut c) = self.core.conns.try_remove(idx as usize) {
                 c.out.release(&mut self.core.pool);
+                self.core.count_freed();
             }
         }
+        self.core.post_outbox();
+    }
+
+    /// Carries out a command from the mailbox (another thread or loop).
+    fn apply(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Publish { topic, frame } => {
+                self.core.publish_frame(&topic, &frame);
+            }
+            Command::Send { conn, frame } => {
+                self.core.send_frame(conn, &frame);
+            }
+            Command::Close { conn, code, reason } => {
+                Ctx {
+                    core: &mut self.core,
+                }
+                .close(conn, code, &reason);
+            }
+            Command::Defer(f) => f(&mut Ctx {
+                core: &mut self.core,
+            }),
+            Command::Stop => self.begin_shutdown(now),
+            Command::Batch(cmds) => {
+                for c in cmds {
+                    self.apply(c, now);
+                }
+            }
+        }
+        self.run_notices();
     }
 
     /// Stops accepting (the listener is closed, so the port is free for a successor).
@@ -586,12 +763,18 @@ fn server_full() -> Vec<u8> {
     resp
 }
 
-/// Runs the owed `close` callbacks in order (they may owe more: a leave notice published
-/// to a slow subscriber closes it).
-pub(super) fn run_notices<H: Handler>(core: &mut Core, handler: &mut H) {
+/// Runs the owed `close` callbacks in order, handing each connection's data back (they
+/// may owe more: a leave notice published to a slow subscriber closes it).
+pub(super) fn run_notices<H: Handler>(
+    core: &mut Core,
+    handler: &mut H,
+    data: &mut [Option<H::Data>],
+) {
     while !core.closed.is_empty() {
         for c in std::mem::take(&mut core.closed) {
-            handler.close(&mut Ctx { core }, c.id, c.code, &c.reason);
+            if let Some(d) = data.get_mut(c.id.index()).and_then(Option::take) {
+                handler.close(&mut Ctx { core }, c.id, d, c.code, &c.reason);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 use log::debug;
 
 use super::connection::{flags, State};
+use super::core::Ctx;
 use super::event_loop::Inner;
 use super::handler::Handler;
 use crate::protocol::close;
@@ -48,6 +49,34 @@ impl<H: Handler> Inner<H> {
                 _ => {
                     debug!("timeout in {:?} (slot {idx})", c.state);
                     self.core.release(idx);
+                }
+            }
+            self.run_notices();
+        }
+    }
+
+    /// Calls the application timers that came due.
+    pub(super) fn fire_app_timers(&mut self) {
+        let now = self.core.now;
+        while let Some(t) = self.core.timers.pop_due(now) {
+            match t.conn {
+                Some(conn) => {
+                    let Some(idx) = self.core.slot(conn) else {
+                        continue;
+                    };
+                    if !self.core.conns[idx as usize].is_open() {
+                        continue;
+                    }
+                    if let Some(d) = self.data.get_mut(idx as usize).and_then(Option::as_mut) {
+                        let ctx = &mut Ctx {
+                            core: &mut self.core,
+                        };
+                        self.handler.timer(ctx, conn, d, t.token);
+                    }
+                }
+                None => {
+                    let (h, mut ctx) = self.ctx();
+                    h.loop_timer(&mut ctx, t.token);
                 }
             }
             self.run_notices();

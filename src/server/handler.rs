@@ -1,34 +1,47 @@
-//! The application's side: a [`Handler`] gets callbacks and a [`Ctx`] to act through,
-//! in the spirit of uWebSockets' behaviour struct. Applications never touch the loop.
+//! The application's side: a [`Handler`] gets callbacks and a [`Ctx`] to act through, in
+//! the spirit of uWebSockets' behaviour struct, plus a value of its own per connection
+//! ([`Handler::Data`], uWebSockets' `UserData`). Applications never touch the loop.
+
+use std::net::SocketAddr;
 
 use crate::protocol::Request;
 
 pub use super::core::Ctx;
 
-/// Identifies a connection. Carries a generation, so an id kept after its connection
-/// closed never reaches a new connection that reuses the slot.
+/// Identifies a connection across the whole server: the loop that owns it, its slot, and
+/// a generation, so an id kept after its connection closed never reaches a new
+/// connection that reuses the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     pub(crate) index: u32,
     pub(crate) generation: u32,
+    pub(crate) loop_id: u16,
 }
 
 impl ConnId {
-    /// A small dense number (the slab slot), handy for per-connection tables in a
-    /// handler. Reused after the connection closes.
+    /// A small dense number (the slab slot within its loop), reused after the connection
+    /// closes. Unique only together with [`ConnId::loop_id`].
     pub fn index(self) -> usize {
         self.index as usize
+    }
+
+    /// The loop (0 .. threads) that owns the connection.
+    pub fn loop_id(self) -> usize {
+        self.loop_id as usize
     }
 }
 
 /// A data message, borrowed for the duration of the callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Payload<'a> {
+    /// A text message: valid UTF-8, checked before the handler sees it (RFC 6455 §8.1).
     Text(&'a str),
+    /// A binary message.
     Binary(&'a [u8]),
 }
 
 impl Payload<'_> {
+    /// The payload's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Payload::Text(t) => t.as_bytes(),
@@ -40,7 +53,8 @@ impl Payload<'_> {
 /// What `send` did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendStatus {
-    /// Queued (and, at the end of this loop iteration, written) within the limit.
+    /// Queued (and, at the end of this loop iteration, written) within the limit; for a
+    /// connection of another loop: handed over to that loop.
     Sent,
     /// Queued, but the connection's unsent bytes are now above `max_backpressure`:
     /// stop sending until `drain`.
@@ -52,46 +66,125 @@ pub enum SendStatus {
 }
 
 /// The answer to an upgrade request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Upgrade {
-    /// Accept, with the subprotocol the server chose (`None`: send none).
-    Accept,
-    /// Refuse with this HTTP status (e.g. 403 for an Origin not on the allow-list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upgrade<D> {
+    /// Accept, attaching `D` to the connection: every later callback gets `&mut D`, and
+    /// `close` gets it back by value when the connection ends.
+    Accept(D),
+    /// Refuse with this HTTP status (e.g. 403 for an Origin not on the allow-list, 401
+    /// for a missing token, 404 for an unknown path).
     Reject(u16),
 }
 
-/// Application callbacks. Every method has a default, so a handler implements only what
-/// it needs.
-pub trait Handler {
-    /// Subprotocols the server speaks, most preferred first. The first of these the client
-    /// offered is chosen; none is sent when nothing matches.
-    fn protocols(&self) -> &[&str] {
+/// An upgrade request as the handler sees it: the parsed request head, the peer's
+/// address and the subprotocol the server will confirm if it accepts.
+pub struct UpgradeRequest<'a> {
+    pub(crate) request: &'a Request<'a>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) protocol: Option<&'a str>,
+}
+
+impl<'a> UpgradeRequest<'a> {
+    /// The whole request head (method, path, query, every header).
+    pub fn request(&self) -> &'a Request<'a> {
+        self.request
+    }
+
+    /// The request target's path, e.g. `/chat`.
+    pub fn path(&self) -> &'a str {
+        self.request.path
+    }
+
+    /// The query string after `?`, undecoded, if any.
+    pub fn query(&self) -> Option<&'a str> {
+        self.request.query
+    }
+
+    /// The first header named `name` (case-insensitive) as text.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.request.header_str(name)
+    }
+
+    /// The `Origin` header a browser sends (RFC 6454): check it against an allow-list to
+    /// stop cross-site WebSocket hijacking.
+    pub fn origin(&self) -> Option<&'a str> {
+        self.request.origin()
+    }
+
+    /// The peer's address (`None` if the socket could not tell, e.g. already reset).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The subprotocol that will be confirmed (the first of [`Handler::protocols`] the
+    /// client offered), if any.
+    pub fn protocol(&self) -> Option<&'a str> {
+        self.protocol
+    }
+}
+
+/// Application callbacks. Only `upgrade` must be written (it says what a connection
+/// carries); every other method has a default that does nothing.
+///
+/// Each loop has its own handler (see [`Server::bind`](super::Server::bind)); callbacks
+/// run on that loop's thread and must not block.
+pub trait Handler: 'static {
+    /// The application's value per connection (use `()` for none: it costs nothing).
+    type Data: 'static;
+
+    /// Subprotocols the server speaks for this request (by path, for instance), most
+    /// preferred first. The first the client offered is chosen; none is sent when
+    /// nothing matches (RFC 6455 §4.2.2).
+    fn protocols(&self, _req: &Request<'_>) -> &[&str] {
         &[]
     }
 
-    /// Decide on an upgrade request (Origin allow-list, authentication...). `protocol` is
-    /// the subprotocol that will be confirmed.
-    fn upgrade(&mut self, _req: &Request<'_>, _protocol: Option<&str>) -> Upgrade {
-        Upgrade::Accept
-    }
+    /// Decides on an upgrade request (Origin allow-list, authentication, per-IP limits)
+    /// and, when accepting, creates the connection's data from what the request carried.
+    fn upgrade(&mut self, req: &UpgradeRequest<'_>) -> Upgrade<Self::Data>;
 
-    /// The connection is open; `protocol` is the negotiated subprotocol, if any.
-    fn open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _protocol: Option<&str>) {}
+    /// The connection is open (the 101 is queued).
+    fn open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _data: &mut Self::Data) {}
 
     /// A complete text or binary message. The payload is borrowed, usually straight
     /// from the loop's receive buffer.
-    fn message(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _msg: Payload<'_>) {}
+    fn message(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _conn: ConnId,
+        _data: &mut Self::Data,
+        _msg: Payload<'_>,
+    ) {
+    }
 
     /// The connection is closed (or closing): `code` is the peer's close code, ours after
-    /// a protocol error, or 1006 when TCP ended without a close frame. Called once.
-    fn close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _code: u16, _reason: &str) {}
+    /// a protocol error, or 1006 when TCP ended without a close frame. Called once, with
+    /// the connection's data by value (dropped afterwards unless the handler keeps it).
+    fn close(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _conn: ConnId,
+        _data: Self::Data,
+        _code: u16,
+        _reason: &str,
+    ) {
+    }
 
     /// Unsent bytes fell to the low watermark after having been above it.
-    fn drain(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId) {}
+    fn drain(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _data: &mut Self::Data) {}
 
     /// A ping arrived (the pong is sent automatically).
-    fn ping(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _payload: &[u8]) {}
+    fn ping(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _data: &mut Self::Data, _payload: &[u8]) {
+    }
 
     /// A pong arrived.
-    fn pong(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _payload: &[u8]) {}
+    fn pong(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _data: &mut Self::Data, _payload: &[u8]) {
+    }
+
+    /// A timer set with [`Ctx::set_timer`] for this connection came due (only while the
+    /// connection is open); `token` is the value it was set with.
+    fn timer(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _data: &mut Self::Data, _token: u64) {}
+
+    /// A timer set with [`Ctx::set_loop_timer`] came due.
+    fn loop_timer(&mut self, _ctx: &mut Ctx<'_>, _token: u64) {}
 }

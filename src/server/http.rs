@@ -18,8 +18,9 @@
 use log::debug;
 
 use super::connection::{flags, State};
+use super::core::Ctx;
 use super::event_loop::Inner;
-use super::handler::{Handler, Upgrade};
+use super::handler::{Handler, Upgrade, UpgradeRequest};
 use super::static_files::{self, FileBody};
 use crate::protocol::handshake::{validate_upgrade, write_accept_response};
 use crate::protocol::http1::{
@@ -56,8 +57,8 @@ pub struct Streaming {
 enum Next {
     /// A response is queued; the connection stays in the HTTP state.
     Answered,
-    /// Upgraded; `open` is owed with the negotiated subprotocol.
-    Upgraded(Option<String>),
+    /// Upgraded (the handler's data is stored); `open` is owed.
+    Upgraded,
     /// The connection is closing (an error, `Connection: close`).
     Closed,
 }
@@ -91,10 +92,17 @@ impl<H: Handler> Inner<H> {
             self.core.pool.put(held);
         }
         self.rbuf = rbuf;
-        if let Some(protocol) = upgraded {
+        if upgraded {
             let id = self.core.id(idx);
-            let (h, mut ctx) = self.ctx();
-            h.open(&mut ctx, id, protocol.as_deref());
+            if let Some(d) = self.data.get_mut(idx as usize).and_then(Option::as_mut) {
+                self.handler.open(
+                    &mut Ctx {
+                        core: &mut self.core,
+                    },
+                    id,
+                    d,
+                );
+            }
             self.run_notices();
             // Frames pipelined behind the upgrade request.
             if !self.core.conns[idx as usize].rx.is_empty() {
@@ -105,52 +113,52 @@ impl<H: Handler> Inner<H> {
     }
 
     /// Answers complete requests from the start of `buf`; returns how many bytes were
-    /// used, and the subprotocol if the connection upgraded.
-    fn answer_requests(&mut self, idx: u32, buf: &[u8]) -> (usize, Option<Option<String>>) {
+    /// used, and whether the connection upgraded.
+    fn answer_requests(&mut self, idx: u32, buf: &[u8]) -> (usize, bool) {
         let max_head = self.core.config.max_header_size;
         let mut off = 0;
         let mut answered = 0;
         loop {
             let c = &mut self.core.conns[idx as usize];
             if c.has(flags::OUT_PAUSED | flags::YIELDED) {
-                return (off, None);
+                return (off, false);
             }
             let State::Http(http) = &mut c.state else {
-                return (off, None);
+                return (off, false);
             };
             match http {
-                Http::File(_) => return (off, None),
+                Http::File(_) => return (off, false),
                 Http::Body(reader) => match reader.consume(&buf[off..]) {
                     Ok(used) => {
                         off += used;
                         if !reader.is_done() {
-                            return (off, None);
+                            return (off, false);
                         }
                         *http = Http::Head { scanned: 0 };
                     }
                     Err(e) => {
                         self.refuse(idx, e, false);
-                        return (buf.len(), None);
+                        return (buf.len(), false);
                     }
                 },
                 Http::Head { scanned } => {
                     if off == buf.len() {
-                        return (off, None);
+                        return (off, false);
                     }
                     if answered == MAX_REQUESTS_PER_TURN {
                         self.core.yield_turn(idx);
-                        return (off, None);
+                        return (off, false);
                     }
                     let mut s = *scanned as usize;
                     let end = match find_head_end(&buf[off..], &mut s, max_head) {
                         Ok(Some(end)) => end,
                         Ok(None) => {
                             *scanned = s as u32;
-                            return (off, None);
+                            return (off, false);
                         }
                         Err(e) => {
                             self.refuse(idx, e, false);
-                            return (buf.len(), None);
+                            return (buf.len(), false);
                         }
                     };
                     *scanned = 0;
@@ -165,8 +173,8 @@ impl<H: Handler> Inner<H> {
                                 self.core.pause(idx, flags::OUT_PAUSED);
                             }
                         }
-                        Next::Upgraded(protocol) => return (off, Some(protocol)),
-                        Next::Closed => return (buf.len(), None),
+                        Next::Upgraded => return (off, true),
+                        Next::Closed => return (buf.len(), false),
                     }
                 }
             }
@@ -223,28 +231,41 @@ impl<H: Handler> Inner<H> {
             self.core.set_deadline(idx, t);
             return Next::Answered;
         }
-        let upgrade = match validate_upgrade(&req, self.handler.protocols()) {
+        let protocols = self.handler.protocols(&req);
+        let upgrade = match validate_upgrade(&req, protocols) {
             Ok(u) => u,
             Err(e) => {
                 self.refuse(idx, e, false);
                 return Next::Closed;
             }
         };
-        let protocol: Option<String> = upgrade
-            .protocol
-            .map(|i| self.handler.protocols()[i].to_owned());
-        if let Upgrade::Reject(status) = self.handler.upgrade(&req, protocol.as_deref()) {
-            debug!(
-                "upgrade {} refused by the handler (slot {idx}): HTTP {status}",
-                req.path
-            );
-            let mut resp = Vec::new();
-            write_response(&mut resp, status, &[], b"refused\n", Persist::Close, false);
-            self.core.queue_bytes(idx, &resp);
-            self.core.linger(idx);
-            return Next::Closed;
-        }
+        // Owned, so the handler may be borrowed mutably below.
+        let protocol: Option<Box<str>> = upgrade.protocol.map(|i| protocols[i].into());
+        let peer = self.core.conns[idx as usize].stream.peer_addr().ok();
+        let up = UpgradeRequest {
+            request: &req,
+            peer,
+            protocol: protocol.as_deref(),
+        };
+        let data = match self.handler.upgrade(&up) {
+            Upgrade::Accept(data) => data,
+            Upgrade::Reject(status) => {
+                debug!(
+                    "upgrade {} refused by the handler (slot {idx}): HTTP {status}",
+                    req.path
+                );
+                let mut resp = Vec::new();
+                write_response(&mut resp, status, &[], b"refused\n", Persist::Close, false);
+                self.core.queue_bytes(idx, &resp);
+                self.core.linger(idx);
+                return Next::Closed;
+            }
+        };
         debug!("upgrade {} (slot {idx})", req.path);
+        if self.data.len() <= idx as usize {
+            self.data.resize_with(idx as usize + 1, || None);
+        }
+        self.data[idx as usize] = Some(data);
         let mut resp = Vec::with_capacity(160);
         write_accept_response(&mut resp, &upgrade.accept, protocol.as_deref());
         self.core.queue_bytes(idx, &resp);
@@ -253,7 +274,7 @@ impl<H: Handler> Inner<H> {
         c.flags |= flags::OPENED;
         let t = self.core.ticks.idle_half;
         self.core.set_deadline(idx, t);
-        Next::Upgraded(protocol)
+        Next::Upgraded
     }
 
     /// Answers with the error's status and closes (after the client has the answer).

@@ -1,13 +1,16 @@
 //! The event loop and the application API.
 
+mod app_timers;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod core;
 pub mod event_loop;
 mod expiry;
 pub mod fd_limit;
+pub mod handle;
 pub mod handler;
 pub(crate) mod http;
+pub mod router;
 mod shutdown;
 pub(crate) mod static_files;
 pub(crate) mod timer;
@@ -15,6 +18,8 @@ pub mod write_buffer;
 mod ws_read;
 
 pub use config::Config;
-pub use event_loop::{Server, StopHandle};
+pub use event_loop::Server;
 pub use fd_limit::raise_fd_limit;
-pub use handler::{ConnId, Ctx, Handler, Payload, SendStatus, Upgrade};
+pub use handle::ServerHandle;
+pub use handler::{ConnId, Ctx, Handler, Payload, SendStatus, Upgrade, UpgradeRequest};
+pub use router::{Routed, Router};

@@ -78,6 +78,11 @@ impl Wheel {
         self.swept = now + 1;
     }
 
+    /// Time from `now` until tick `tick` begins (zero if it has).
+    pub fn until_tick(&self, tick: u32, now: Instant) -> Duration {
+        (self.start + TICK * tick).saturating_duration_since(now)
+    }
+
     /// Time until the next tick boundary, or `None` when no entry is filed.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
         if self.len == 0 {

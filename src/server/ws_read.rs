@@ -39,8 +39,9 @@ impl<H: Handler> Inner<H> {
                 Ok(Decoded::Fragment { consumed }) => off += consumed,
                 Ok(Decoded::Message { consumed, message }) => {
                     off += consumed;
-                    dispatch(&mut self.core, &mut self.handler, idx, message);
-                    run_notices(&mut self.core, &mut self.handler);
+                    let data = self.data.get_mut(idx as usize).and_then(Option::as_mut);
+                    dispatch(&mut self.core, &mut self.handler, data, idx, message);
+                    run_notices(&mut self.core, &mut self.handler, &mut self.data);
                 }
                 Err(e) => {
                     debug!("protocol error (slot {idx}): {e}");
@@ -70,13 +71,25 @@ impl<H: Handler> Inner<H> {
 }
 
 /// Hands one decoded message to the handler (or answers it, for control frames).
-fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, idx: u32, message: Message<'_>) {
+fn dispatch<H: Handler>(
+    core: &mut Core,
+    handler: &mut H,
+    data: Option<&mut H::Data>,
+    idx: u32,
+    message: Message<'_>,
+) {
     let id = core.id(idx);
-    let open = core.conns[idx as usize].is_open();
-    match message {
-        Message::Text(t) if open => handler.message(&mut Ctx { core }, id, Payload::Text(t)),
-        Message::Binary(b) if open => handler.message(&mut Ctx { core }, id, Payload::Binary(b)),
-        Message::Ping(p) if open => {
+    // Data exists exactly while the connection is open (set on upgrade, taken by close).
+    let (open, data) = match data {
+        Some(d) if core.conns[idx as usize].is_open() => (true, Some(d)),
+        _ => (false, None),
+    };
+    match (message, data) {
+        (Message::Text(t), Some(d)) => handler.message(&mut Ctx { core }, id, d, Payload::Text(t)),
+        (Message::Binary(b), Some(d)) => {
+            handler.message(&mut Ctx { core }, id, d, Payload::Binary(b))
+        }
+        (Message::Ping(p), Some(d)) => {
             // Every ping is answered (RFC 6455 §5.5.2). Pongs count against the write
             // limit: past it, stop reading until drained rather than queue pongs without
             // bound (at most one pong lands above the limit).
@@ -84,10 +97,10 @@ fn dispatch<H: Handler>(core: &mut Core, handler: &mut H, idx: u32, message: Mes
             if core.conns[idx as usize].out.len() > core.config.max_backpressure {
                 core.pause(idx, flags::OUT_PAUSED);
             }
-            handler.ping(&mut Ctx { core }, id, p);
+            handler.ping(&mut Ctx { core }, id, d, p);
         }
-        Message::Pong(p) if open => handler.pong(&mut Ctx { core }, id, p),
-        Message::Close(frame) => {
+        (Message::Pong(p), Some(d)) => handler.pong(&mut Ctx { core }, id, d, p),
+        (Message::Close(frame), _) => {
             if open {
                 // Echo the peer's code (none if it sent none), then close TCP.
                 match frame.code {
