@@ -221,7 +221,8 @@ fn thousand_concurrent_clients_echo() {
 
 #[test]
 fn broadcast_to_200_clients_in_order() {
-    let server = ServerProc::start("chat", &[]);
+    // One loop: joins are then in one global order (across loops, order is per publisher).
+    let server = ServerProc::start("chat", &["--threads", "1"]);
     let mut clients: Vec<Ws> = Vec::new();
     for _ in 0..200 {
         clients.push(connect(&server));
@@ -271,7 +272,7 @@ fn broadcast_to_200_clients_in_order() {
 
 #[test]
 fn slow_subscriber_is_closed_with_1008_others_keep_receiving() {
-    let server = ServerProc::start("chat", &["--max-backpressure", "65536"]);
+    let server = ServerProc::start("chat", &["--max-backpressure", "65536", "--threads", "1"]);
     let mut slow = raw_ws(server.addr);
     slow.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
