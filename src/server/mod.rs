@@ -9,6 +9,6 @@ pub(crate) mod static_files;
 pub(crate) mod timer;
 pub mod write_buffer;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use event_loop::{raise_fd_limit, Server, StopHandle};
 pub use handler::{ConnId, Ctx, Handler, Payload, SendStatus, Upgrade};
