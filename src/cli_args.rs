@@ -56,7 +56,7 @@ pub fn size(s: &str) -> Result<u64, String> {
 /// `1024` → `1 KiB`, else plain bytes: for bounds in error messages.
 fn show_size(n: u64) -> String {
     for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= m && n % m == 0 {
+        if n >= m && n.is_multiple_of(m) {
             return format!("{} {unit}", n / m);
         }
     }
