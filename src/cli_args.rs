@@ -41,12 +41,14 @@ pub fn size(s: &str) -> Result<u64, String> {
         let lower = unit.to_ascii_lowercase();
         match UNITS.iter().find(|(u, _)| *u == lower) {
             Some((_, m)) => *m,
-            None => return Err(match lower.as_str() {
-                "k" | "kb" | "m" | "mb" | "g" | "gb" => format!(
+            None => {
+                return Err(match lower.as_str() {
+                    "k" | "kb" | "m" | "mb" | "g" | "gb" => format!(
                     "ambiguous unit '{unit}': use KiB, MiB or GiB (powers of 1024) or plain bytes"
                 ),
-                _ => format!("unknown unit '{unit}': use B, KiB, MiB or GiB (e.g. 16MiB)"),
-            }),
+                    _ => format!("unknown unit '{unit}': use B, KiB, MiB or GiB (e.g. 16MiB)"),
+                })
+            }
         }
     };
     n.checked_mul(mult)

@@ -5,6 +5,7 @@ pub(crate) mod connection;
 pub(crate) mod core;
 pub mod event_loop;
 pub mod handler;
+pub mod metrics;
 pub(crate) mod static_files;
 pub(crate) mod timer;
 pub mod write_buffer;
