@@ -1,5 +1,7 @@
 //! `wsloop`: run the echo or chat server.
 
+mod cli_args;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,38 +38,40 @@ enum Mode {
 
 #[derive(clap::Args, Debug)]
 struct Opts {
-    /// Address to listen on (port 0 picks a free port; the start-up line names it).
-    #[arg(long, global = true, default_value = "127.0.0.1:8001")]
+    /// Address to listen on: PORT (on 127.0.0.1), HOST:PORT or [IPv6]:PORT (port 0 picks a
+    /// free port; the start-up line names it).
+    #[arg(long, global = true, default_value = "127.0.0.1:8001", value_name = "ADDR", value_parser = cli_args::listen)]
     listen: SocketAddr,
     /// Directory served for plain HTTP GET/HEAD (the demo pages).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", value_parser = cli_args::directory)]
     www: Option<PathBuf>,
     /// Do not serve static files at all (plain HTTP requests get 426).
     #[arg(long, global = true)]
     no_www: bool,
-    /// Largest message in bytes, all fragments together (larger: close 1009).
-    #[arg(long, global = true, default_value_t = 16 << 20, value_name = "BYTES")]
+    /// Largest message, all fragments together (larger: close 1009). Bytes, or with a unit
+    /// B, KiB, MiB, GiB.
+    #[arg(long, global = true, default_value = "16MiB", value_name = "SIZE", value_parser = cli_args::message_size)]
     max_message_size: usize,
-    /// Largest HTTP request head in bytes (larger: 431).
-    #[arg(long, global = true, default_value_t = 8 << 10, value_name = "BYTES")]
+    /// Largest HTTP request head (larger: 431). Bytes, or with a unit (e.g. 8KiB).
+    #[arg(long, global = true, default_value = "8KiB", value_name = "SIZE", value_parser = cli_args::header_size)]
     max_header_size: usize,
-    /// Open connections beyond this get HTTP 503.
-    #[arg(long, global = true, default_value_t = 100_000, value_name = "N")]
+    /// Open connections beyond this get HTTP 503 (also capped by the open-file limit).
+    #[arg(long, global = true, default_value = "100000", value_name = "N", value_parser = cli_args::connections)]
     max_connections: usize,
-    /// Unsent bytes per connection past which sends are refused.
-    #[arg(long, global = true, default_value_t = 1 << 20, value_name = "BYTES")]
+    /// Unsent bytes per connection past which sends are refused (e.g. 1MiB).
+    #[arg(long, global = true, default_value = "1MiB", value_name = "SIZE", value_parser = cli_args::backpressure)]
     max_backpressure: usize,
-    /// Seconds from accept to a complete request head.
-    #[arg(long, global = true, default_value_t = 10.0, value_name = "SECS")]
-    handshake_timeout: f64,
-    /// Seconds without input before closing (a ping goes out at half).
-    #[arg(long, global = true, default_value_t = 120.0, value_name = "SECS")]
-    idle_timeout: f64,
-    /// Seconds to wait for the peer's close frame after ours.
-    #[arg(long, global = true, default_value_t = 5.0, value_name = "SECS")]
-    close_timeout: f64,
+    /// Seconds from accept to a complete request head (0.1 to 86400).
+    #[arg(long, global = true, default_value = "10", value_name = "SECS", value_parser = cli_args::seconds)]
+    handshake_timeout: Duration,
+    /// Seconds without input before closing; a ping goes out at half (0.1 to 86400).
+    #[arg(long, global = true, default_value = "120", value_name = "SECS", value_parser = cli_args::seconds)]
+    idle_timeout: Duration,
+    /// Seconds to wait for the peer's close frame after ours (0.1 to 86400).
+    #[arg(long, global = true, default_value = "5", value_name = "SECS", value_parser = cli_args::seconds)]
+    close_timeout: Duration,
     /// Listen backlog.
-    #[arg(long, global = true, default_value_t = 4096)]
+    #[arg(long, global = true, default_value_t = 4096, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
     /// Set SO_REUSEPORT (several wsloop processes on the same port).
     #[arg(long, global = true)]
@@ -82,10 +86,6 @@ struct Opts {
     /// others get 403. Without it every origin is accepted.
     #[arg(long = "allow-origin", global = true, value_name = "ORIGIN")]
     allow_origins: Vec<String>,
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s.clamp(0.001, 1e9))
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -103,7 +103,8 @@ fn run<H: Handler + Clone + Send>(
     mode: &str,
     page: &str,
 ) -> std::io::Result<()> {
-    let server = Server::bind(config, handler)?;
+    let listen = config.listen;
+    let server = bound(listen, Server::bind(config, handler))?;
     let addr = server.local_addr();
     // The one start-up line on stdout (scripts and tests read the port from it).
     println!("wsloop {mode} listening on {addr}");
@@ -124,13 +125,25 @@ fn routed(
     move |_| factory().allow_origins(&origins)
 }
 
+/// A busy port ends the process with a message saying how to choose another.
+fn bound<T>(listen: SocketAddr, r: std::io::Result<T>) -> std::io::Result<T> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("error: {}", cli_args::busy_port_message(listen));
+            std::process::exit(1);
+        }
+        r => r,
+    }
+}
+
 fn run_routed(
     config: Config,
     factory: impl Fn(usize) -> Router,
     mode: &str,
     page: &str,
 ) -> std::io::Result<()> {
-    let server = Server::bind_with(config, factory)?;
+    let listen = config.listen;
+    let server = bound(listen, Server::bind_with(config, factory))?;
     let addr = server.local_addr();
     println!("wsloop {mode} listening on {addr}");
     let _ = std::io::stdout().flush();
@@ -162,9 +175,9 @@ fn main() {
         max_connections: o.max_connections,
         max_backpressure: o.max_backpressure,
         low_watermark: (o.max_backpressure / 4).min(64 << 10),
-        handshake_timeout: secs(o.handshake_timeout),
-        idle_timeout: secs(o.idle_timeout),
-        close_timeout: secs(o.close_timeout),
+        handshake_timeout: o.handshake_timeout,
+        idle_timeout: o.idle_timeout,
+        close_timeout: o.close_timeout,
         www: if o.no_www {
             None
         } else {
@@ -173,6 +186,11 @@ fn main() {
         handle_signals: true,
         ..Config::default()
     };
+    if let Err(e) = config.validate() {
+        // The flags' parsers check the same bounds; this catches what they combine into.
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     if o.allow_origins.is_empty() {
         log::info!("every Origin may open WebSockets (restrict with --allow-origin ORIGIN)");
     }

@@ -1,45 +1,94 @@
 //! Server configuration: every limit bounded, each with a default and a CLI flag.
+//!
+//! [`Config::validate`] checks every field against the bounds below; `Server::bind` calls
+//! it, so a configuration the loop cannot honour (a watermark above the backpressure limit,
+//! a timeout the timer wheel cannot hold) is refused with the field's name instead of
+//! misbehaving later.
 
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Shortest timeout: the timer wheel's tick; anything shorter would round up to it anyway.
+pub const MIN_TIMEOUT: Duration = crate::server::timer::TICK;
+/// Longest timeout (24 h). The wheel counts 100 ms ticks in a `u32` as `now + ticks`; with
+/// deadlines at most 864 000 ticks ahead, wrapping needs about 13 years of uptime.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest `max_message_size` and `max_backpressure` (1 GiB): a single message or one
+/// connection's unsent output past this is a denial of service, not a use case, and the
+/// bound keeps `size + frame header` arithmetic far from `usize` overflow on 32-bit targets.
+pub const MAX_BUFFER_LIMIT: usize = 1 << 30;
+/// Smallest `max_header_size` (256 bytes): a minimal upgrade request (request line, Host,
+/// Upgrade, Connection, a 24-character Sec-WebSocket-Key, Sec-WebSocket-Version) is about
+/// 150 bytes; below 256 ordinary clients would get 431.
+pub const MIN_HEADER_SIZE: usize = 256;
+/// Largest `max_header_size` (1 MiB): the request head is buffered per connection until it
+/// is complete, so this bounds what a slow handshake can hold.
+pub const MAX_HEADER_SIZE: usize = 1 << 20;
+/// Largest `max_connections` (2^30): connection indexes are `u32` and the loop accepts a
+/// slack of refused connections past the limit; this keeps the sum far from overflow.
+pub const MAX_CONNECTIONS: usize = 1 << 30;
+/// Smallest `recv_buffer_size` (4 KiB): smaller reads cost a syscall per few frames.
+pub const MIN_RECV_BUFFER: usize = 4 << 10;
+/// Largest `recv_buffer_size` (64 MiB): the buffer is allocated up front, once per loop.
+pub const MAX_RECV_BUFFER: usize = 64 << 20;
+
+/// Everything the server needs to know before it binds. Build one with
+/// `Config { field: value, ..Config::default() }`, then [`Config::validate`] (which
+/// `Server::bind` also calls).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Address to listen on; port 0 picks a free port (see `Server::local_addr`).
+    /// Default `127.0.0.1:8001`.
     pub listen: SocketAddr,
-    /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
+    /// Listen backlog in connections, at least 1 (the kernel caps it at
+    /// `net.core.somaxconn`). Default 4096.
     pub backlog: i32,
     /// Set SO_REUSEPORT so several processes can share the port (always set when
-    /// `threads > 1`: the loops of one server share it that way).
+    /// `threads > 1`: the loops of one server share it that way). Default `false`.
     pub reuse_port: bool,
-    /// Event loops, one thread each, sharing the port through SO_REUSEPORT. Default: the
-    /// number of cores (`std::thread::available_parallelism`).
+    /// Event loops, one thread each, sharing the port through SO_REUSEPORT. In
+    /// `1..=1024`. Default: the number of cores (`std::thread::available_parallelism`).
     pub threads: usize,
-    /// Largest message, all fragments together; larger ones are refused with 1009.
+    /// Largest message in bytes, all fragments together; larger ones are refused with close
+    /// code 1009 (RFC 6455 §7.4.1). In `1..=1 GiB`. Default 16 MiB.
     pub max_message_size: usize,
-    /// Largest HTTP request head; larger ones get 431.
+    /// Largest HTTP request head in bytes (request line and headers); larger ones get 431.
+    /// In `256..=1 MiB`. Default 8 KiB.
     pub max_header_size: usize,
-    /// Largest request body read past (and dropped) on a keep-alive connection; a larger
-    /// one gets 413 and the connection closes. WebSocket upgrades may carry none (400).
+    /// Largest request body in bytes read past (and dropped) on a keep-alive connection;
+    /// a larger one gets 413 and the connection closes. WebSocket upgrades may carry none
+    /// (400). In `0..=1 GiB`. Default 64 KiB.
     pub max_request_body: usize,
-    /// Open connections beyond this get HTTP 503.
+    /// Open connections (over all loops) beyond this get HTTP 503. At least 1; the server
+    /// further clamps it to the open-file limit (`fd_limit::connection_budget`).
+    /// Default 100 000.
     pub max_connections: usize,
     /// Per-connection unsent bytes past which sends are refused (echo: reading pauses;
-    /// broadcast: the subscriber is closed with 1008).
+    /// broadcast: the subscriber is closed with 1008). In `1..=1 GiB` and greater than
+    /// `low_watermark`. Default 1 MiB.
     pub max_backpressure: usize,
-    /// `drain` fires when the unsent bytes fall to this after having been above it.
+    /// Bytes: `drain` fires when the unsent bytes fall to this after having been above it.
+    /// Must be below `max_backpressure`, or a paused connection would never resume.
+    /// Default 64 KiB.
     pub low_watermark: usize,
-    /// From accept to a complete request head.
+    /// From accept to a complete request head. In `100 ms..=24 h`. Default 10 s.
     pub handshake_timeout: Duration,
     /// No input for this long closes the connection; a ping goes out at half of it.
+    /// In `100 ms..=24 h`. Default 120 s.
     pub idle_timeout: Duration,
-    /// How long to wait for the peer's close frame (and for the TCP close) after ours.
+    /// How long to wait for the peer's close frame (and for the TCP close) after ours, and
+    /// for connections to finish at shutdown. In `100 ms..=24 h`. Default 5 s.
     pub close_timeout: Duration,
-    /// Serve static files from here for plain HTTP GET/HEAD requests.
+    /// Serve static files from this directory for plain HTTP GET/HEAD requests; it must be
+    /// an existing directory. `None` answers plain HTTP with 426. Default `None`.
     pub www: Option<PathBuf>,
-    /// Close gracefully (1001) on SIGINT/SIGTERM.
+    /// Close gracefully (1001) on SIGINT/SIGTERM. Default `false`.
     pub handle_signals: bool,
-    /// Size of the one loop-wide receive buffer.
+    /// Size in bytes of the one loop-wide receive buffer. In `4 KiB..=64 MiB`.
+    /// Default 512 KiB.
     pub recv_buffer_size: usize,
 }
 
@@ -63,5 +112,336 @@ impl Default for Config {
             handle_signals: false,
             recv_buffer_size: 512 << 10,
         }
+    }
+}
+
+/// A [`Config`] field out of its bounds: which field, and why.
+///
+/// Displays as `invalid Config.max_backpressure: must be greater than low_watermark (65536)`;
+/// converts into an [`io::Error`] of kind [`io::ErrorKind::InvalidInput`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    /// An error for `field` (the `Config` field name) with a human-readable `reason`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The name of the offending `Config` field, e.g. `"max_backpressure"`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+
+    /// Why the value was refused, e.g. `"must be greater than low_watermark (65536)"`.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid Config.{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for io::Error {
+    fn from(e: ConfigError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidInput, e)
+    }
+}
+
+/// `Ok` if `lo <= v <= hi`, else an error naming the bounds (with `show` for the units).
+fn in_range<T: PartialOrd + Copy>(
+    field: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+    show: impl Fn(T) -> String,
+) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::new(
+            field,
+            format!("{} is outside {}..={}", show(v), show(lo), show(hi)),
+        ));
+    }
+    Ok(())
+}
+
+fn bytes(v: usize) -> String {
+    v.to_string()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Checks one timeout against [`MIN_TIMEOUT`]..=[`MAX_TIMEOUT`].
+pub fn check_timeout(field: &'static str, d: Duration) -> Result<(), ConfigError> {
+    in_range(field, d, MIN_TIMEOUT, MAX_TIMEOUT, secs)
+}
+
+impl Config {
+    /// Checks every field against its documented bounds and the fields' invariants
+    /// (`low_watermark < max_backpressure`); the first violation is returned, naming the
+    /// field. `www`, when set, must be an existing directory (checked on the file system).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backlog < 1 {
+            return Err(ConfigError::new(
+                "backlog",
+                format!("{} must be at least 1", self.backlog),
+            ));
+        }
+        in_range(
+            "max_message_size",
+            self.max_message_size,
+            1,
+            MAX_BUFFER_LIMIT,
+            bytes,
+        )?;
+        in_range(
+            "max_header_size",
+            self.max_header_size,
+            MIN_HEADER_SIZE,
+            MAX_HEADER_SIZE,
+            bytes,
+        )?;
+        in_range(
+            "max_connections",
+            self.max_connections,
+            1,
+            MAX_CONNECTIONS,
+            bytes,
+        )?;
+        in_range(
+            "max_backpressure",
+            self.max_backpressure,
+            1,
+            MAX_BUFFER_LIMIT,
+            bytes,
+        )?;
+        in_range("threads", self.threads, 1, 1024, |n| n.to_string())?;
+        in_range(
+            "max_request_body",
+            self.max_request_body,
+            0,
+            MAX_BUFFER_LIMIT,
+            bytes,
+        )?;
+        if self.low_watermark >= self.max_backpressure {
+            return Err(ConfigError::new(
+                "max_backpressure",
+                format!(
+                    "{} must be greater than low_watermark ({}), or a paused connection never resumes",
+                    self.max_backpressure, self.low_watermark
+                ),
+            ));
+        }
+        check_timeout("handshake_timeout", self.handshake_timeout)?;
+        check_timeout("idle_timeout", self.idle_timeout)?;
+        check_timeout("close_timeout", self.close_timeout)?;
+        in_range(
+            "recv_buffer_size",
+            self.recv_buffer_size,
+            MIN_RECV_BUFFER,
+            MAX_RECV_BUFFER,
+            bytes,
+        )?;
+        if let Some(dir) = &self.www {
+            if !dir.is_dir() {
+                return Err(ConfigError::new(
+                    "www",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
+        let mut c = Config::default();
+        f(&mut c);
+        c.validate()
+    }
+
+    fn field_of(r: Result<(), ConfigError>) -> &'static str {
+        r.expect_err("should be refused").field()
+    }
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn backlog_at_least_one() {
+        assert_eq!(field_of(with(|c| c.backlog = 0)), "backlog");
+        assert_eq!(field_of(with(|c| c.backlog = -5)), "backlog");
+        with(|c| c.backlog = 1).unwrap();
+    }
+
+    #[test]
+    fn max_message_size_bounds() {
+        assert_eq!(
+            field_of(with(|c| c.max_message_size = 0)),
+            "max_message_size"
+        );
+        with(|c| c.max_message_size = 1).unwrap();
+        with(|c| c.max_message_size = MAX_BUFFER_LIMIT).unwrap();
+        let e = with(|c| c.max_message_size = MAX_BUFFER_LIMIT + 1).unwrap_err();
+        assert_eq!(e.field(), "max_message_size");
+        assert!(e.reason().contains("1073741825"), "{e}");
+    }
+
+    #[test]
+    fn max_header_size_bounds() {
+        assert_eq!(
+            field_of(with(|c| c.max_header_size = 255)),
+            "max_header_size"
+        );
+        with(|c| c.max_header_size = 256).unwrap();
+        with(|c| c.max_header_size = 1 << 20).unwrap();
+        assert_eq!(
+            field_of(with(|c| c.max_header_size = (1 << 20) + 1)),
+            "max_header_size"
+        );
+    }
+
+    #[test]
+    fn max_connections_bounds() {
+        assert_eq!(field_of(with(|c| c.max_connections = 0)), "max_connections");
+        with(|c| c.max_connections = 1).unwrap();
+        assert_eq!(
+            field_of(with(|c| c.max_connections = MAX_CONNECTIONS + 1)),
+            "max_connections"
+        );
+    }
+
+    #[test]
+    fn backpressure_must_exceed_low_watermark() {
+        // Issue 9 case 6: below the watermark a paused echo connection never drains.
+        let e = with(|c| {
+            c.max_backpressure = 1000;
+            c.low_watermark = 65536;
+        })
+        .unwrap_err();
+        assert_eq!(e.field(), "max_backpressure");
+        assert!(
+            e.to_string().starts_with(
+                "invalid Config.max_backpressure: 1000 must be greater than low_watermark (65536)"
+            ),
+            "{e}"
+        );
+        // Equal is refused too: `drain` needs the buffer to have been above the mark.
+        assert!(with(|c| {
+            c.max_backpressure = 4096;
+            c.low_watermark = 4096;
+        })
+        .is_err());
+        with(|c| {
+            c.max_backpressure = 4097;
+            c.low_watermark = 4096;
+        })
+        .unwrap();
+        with(|c| {
+            c.max_backpressure = 1;
+            c.low_watermark = 0;
+        })
+        .unwrap();
+        assert_eq!(
+            field_of(with(|c| {
+                c.max_backpressure = 0;
+                c.low_watermark = 0;
+            })),
+            "max_backpressure"
+        );
+        assert_eq!(
+            field_of(with(|c| c.max_backpressure = MAX_BUFFER_LIMIT + 1)),
+            "max_backpressure"
+        );
+    }
+
+    #[test]
+    fn timeouts_bounded_by_tick_and_a_day() {
+        type Set = fn(&mut Config, Duration);
+        let fields: [(&str, Set); 3] = [
+            ("handshake_timeout", |c, d| c.handshake_timeout = d),
+            ("idle_timeout", |c, d| c.idle_timeout = d),
+            ("close_timeout", |c, d| c.close_timeout = d),
+        ];
+        for (name, set) in fields {
+            let mut c = Config::default();
+            set(&mut c, Duration::from_millis(99));
+            assert_eq!(c.validate().unwrap_err().field(), name);
+            set(&mut c, Duration::ZERO);
+            assert_eq!(c.validate().unwrap_err().field(), name);
+            set(&mut c, MIN_TIMEOUT);
+            c.validate().unwrap();
+            set(&mut c, MAX_TIMEOUT);
+            c.validate().unwrap();
+            // Issue 9 case 7: 858993459.4 s wrapped the u32 tick arithmetic.
+            set(&mut c, Duration::from_secs_f64(858_993_459.4));
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.field(), name);
+            assert!(e.reason().contains("86400s"), "{e}");
+        }
+    }
+
+    #[test]
+    fn max_timeout_cannot_wrap_the_wheel() {
+        // A deadline is `now + ticks` in u32: at the bound there is room for years of ticks.
+        let ticks = MAX_TIMEOUT.as_millis() / MIN_TIMEOUT.as_millis();
+        let years_of_headroom = (u32::MAX as u128 - ticks) / (10 * 60 * 60 * 24 * 365);
+        assert!(years_of_headroom >= 13, "{years_of_headroom}");
+    }
+
+    #[test]
+    fn recv_buffer_bounds() {
+        assert_eq!(
+            field_of(with(|c| c.recv_buffer_size = 4095)),
+            "recv_buffer_size"
+        );
+        with(|c| c.recv_buffer_size = 4096).unwrap();
+        with(|c| c.recv_buffer_size = 64 << 20).unwrap();
+        assert_eq!(
+            field_of(with(|c| c.recv_buffer_size = (64 << 20) + 1)),
+            "recv_buffer_size"
+        );
+    }
+
+    #[test]
+    fn www_must_be_a_directory() {
+        let dir = std::env::temp_dir();
+        with(|c| c.www = Some(dir.clone())).unwrap();
+        let missing = dir.join("wsloop-config-test-no-such-dir");
+        let e = with(|c| c.www = Some(missing.clone())).unwrap_err();
+        assert_eq!(e.field(), "www");
+        assert!(e.reason().contains("not a directory"), "{e}");
+        // A file is not a directory either.
+        let file = std::env::current_exe().unwrap();
+        assert_eq!(field_of(with(|c| c.www = Some(file.clone()))), "www");
+    }
+
+    #[test]
+    fn converts_to_invalid_input_io_error() {
+        let e = with(|c| c.backlog = 0).unwrap_err();
+        let io: io::Error = e.clone().into();
+        assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(io.to_string(), e.to_string());
+        let inner = io.get_ref().unwrap().downcast_ref::<ConfigError>().unwrap();
+        assert_eq!(inner.field(), "backlog");
     }
 }

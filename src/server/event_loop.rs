@@ -116,6 +116,7 @@ impl<H: Handler> Server<H> {
     /// captures (an `Arc`, an atomic counter); on the hot path, each loop touches only
     /// its own.
     pub fn bind_with(config: Config, mut factory: impl FnMut(usize) -> H) -> io::Result<Self> {
+        config.validate()?;
         let threads = config.threads.max(1);
         let reuse_port = config.reuse_port || threads > 1;
         let mut listeners = vec![listen(config.listen, &config, reuse_port)?];

@@ -10,6 +10,7 @@ pub mod fd_limit;
 pub mod handle;
 pub mod handler;
 pub(crate) mod http;
+pub mod metrics;
 pub mod router;
 mod shutdown;
 pub(crate) mod static_files;
@@ -17,7 +18,7 @@ pub(crate) mod timer;
 pub mod write_buffer;
 mod ws_read;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use event_loop::Server;
 pub use fd_limit::raise_fd_limit;
 pub use handle::ServerHandle;
