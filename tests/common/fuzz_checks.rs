@@ -28,6 +28,8 @@ pub enum Event {
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<u16>, String),
+    /// A permessage-deflate message: (text, compressed payload).
+    Compressed(bool, Vec<u8>),
 }
 
 /// How a run over some input ended.
@@ -53,6 +55,7 @@ pub fn event_of(m: Message<'_>) -> Event {
         Message::Ping(p) => Event::Ping(p.to_vec()),
         Message::Pong(p) => Event::Pong(p.to_vec()),
         Message::Close(c) => Event::Close(c.code, c.reason.to_owned()),
+        Message::Compressed { text, data } => Event::Compressed(text, data.to_vec()),
     }
 }
 
@@ -146,6 +149,10 @@ pub fn decode_available(
                         assert!(c.code.is_none_or(close::is_valid_code));
                         assert!(c.reason.len() <= 123);
                     }
+                    Message::Compressed { data, .. } => {
+                        assert!(dec.permessage_deflate(), "compressed without deflate");
+                        assert!(data.len() <= max_message);
+                    }
                 }
                 events.push(event_of(message));
                 consumed
@@ -163,7 +170,7 @@ pub fn decode_available(
         // control frames.
         match events.last() {
             Some(Event::Fragment) => *open = true,
-            Some(Event::Text(_) | Event::Binary(_)) => *open = false,
+            Some(Event::Text(_) | Event::Binary(_) | Event::Compressed(..)) => *open = false,
             _ => {}
         }
         assert_eq!(dec.in_message(), *open, "in_message() disagrees");
@@ -184,7 +191,19 @@ pub fn run_decoder(
     cuts: &[usize],
     max_message: usize,
 ) -> (Vec<Event>, End) {
+    run_decoder_deflate(role, input, cuts, max_message, false)
+}
+
+/// [`run_decoder`] with permessage-deflate's RSV1 switch set to `deflate`.
+pub fn run_decoder_deflate(
+    role: Role,
+    input: &[u8],
+    cuts: &[usize],
+    max_message: usize,
+    deflate: bool,
+) -> (Vec<Event>, End) {
     let mut dec = Decoder::new(role);
+    dec.set_permessage_deflate(deflate);
     let mut pending: Vec<u8> = Vec::new();
     let mut events = Vec::new();
     let mut open = false;
@@ -212,9 +231,22 @@ pub fn run_decoder(
 /// unmasking, `std::str::from_utf8`, rules checked in the order the protocol makes them
 /// decidable (first two bytes, whole header, whole payload).
 pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Event>, End) {
+    reference_decode_with(role, input, max_message, false)
+}
+
+/// [`reference_decode`] with permessage-deflate negotiated or not: then RSV1 (alone) is
+/// allowed on a text or binary frame, which starts a compressed message that is neither
+/// UTF-8 checked nor inflated (RFC 7692 §6.1).
+pub fn reference_decode_with(
+    role: Role,
+    input: &[u8],
+    max_message: usize,
+    deflate: bool,
+) -> (Vec<Event>, End) {
     let mut events = Vec::new();
     let mut i = 0;
-    let mut open: Option<(bool, Vec<u8>)> = None;
+    // (text, compressed, data)
+    let mut open: Option<(bool, bool, Vec<u8>)> = None;
     let valid_prefix = |d: &[u8]| match std::str::from_utf8(d) {
         Ok(_) => true,
         Err(e) => e.error_len().is_none(),
@@ -253,23 +285,25 @@ pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Ev
         if len >> 63 != 0 {
             return (events, End::Error(1002));
         }
-        if masked != (role == Role::Server) || rsv != 0 {
+        let rsv1_ok = deflate && rsv == 0x40 && (op == 1 || op == 2);
+        if masked != (role == Role::Server) || (rsv != 0 && !rsv1_ok) {
             return (events, End::Error(1002));
         }
+        let compressed = rsv1_ok || (op == 0 && open.as_ref().is_some_and(|o| o.1));
         match (op, &open) {
             (0, None) | (1 | 2, Some(_)) => return (events, End::Error(1002)),
             _ => {}
         }
-        let already = open.as_ref().map_or(0, |(_, d)| d.len() as u64);
+        let already = open.as_ref().map_or(0, |(_, _, d)| d.len() as u64);
         if !control && len + already > max_message as u64 {
             return (events, End::Error(1009));
         }
         if ((rest.len() - hl) as u64) < len {
             // Text that is already impossible fails before the frame completes.
-            let text = op == 1 || (op == 0 && open.as_ref().is_some_and(|(t, _)| *t));
-            if text {
+            let text = op == 1 || (op == 0 && open.as_ref().is_some_and(|o| o.0));
+            if text && !compressed {
                 let mut acc = if op == 0 {
-                    open.as_ref().map(|(_, d)| d.clone()).unwrap_or_default()
+                    open.as_ref().map(|(_, _, d)| d.clone()).unwrap_or_default()
                 } else {
                     Vec::new()
                 };
@@ -313,17 +347,19 @@ pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Ev
                 }
             }
             _ => {
-                let (text, mut data) = match op {
+                let (text, compressed, mut data) = match op {
                     0x0 => open.take().expect("checked above"),
-                    _ => (op == 0x1, Vec::new()),
+                    _ => (op == 0x1, compressed, Vec::new()),
                 };
                 data.extend_from_slice(&payload);
-                if text && !valid_prefix(&data) {
+                if text && !compressed && !valid_prefix(&data) {
                     return (events, End::Error(1007));
                 }
                 if !fin {
-                    open = Some((text, data));
+                    open = Some((text, compressed, data));
                     events.push(Event::Fragment);
+                } else if compressed {
+                    events.push(Event::Compressed(text, data));
                 } else if text {
                     match String::from_utf8(data) {
                         Ok(s) => events.push(Event::Text(s)),
@@ -338,8 +374,9 @@ pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Ev
 }
 
 /// The decoder fuzz check. Byte 0 picks `max_message`, byte 1 a split point; the rest is
-/// the stream. In both roles: fed whole and fed in two pieces, the decoder must produce the
-/// same events and end as the reference decoder, and keep its contract on every call.
+/// the stream. In both roles, with permessage-deflate off and on: fed whole and fed in two
+/// pieces, the decoder must produce the same events and end as the reference decoder, and
+/// keep its contract on every call.
 pub fn check_decoder(data: &[u8]) {
     if data.len() < 2 {
         return;
@@ -353,14 +390,19 @@ pub fn check_decoder(data: &[u8]) {
 /// [`check_decoder`] with explicit cut points (used by the property tests).
 pub fn check_decoder_with(body: &[u8], cuts: &[usize], max_message: usize) {
     for role in [Role::Server, Role::Client] {
-        let expected = reference_decode(role, body, max_message);
-        let whole = run_decoder(role, body, &[], max_message);
-        assert_eq!(whole, expected, "{role:?}: decoder fed whole vs reference");
-        let split = run_decoder(role, body, cuts, max_message);
-        assert_eq!(
-            split, expected,
-            "{role:?}: decoder fed at {cuts:?} vs reference"
-        );
+        for deflate in [false, true] {
+            let expected = reference_decode_with(role, body, max_message, deflate);
+            let whole = run_decoder_deflate(role, body, &[], max_message, deflate);
+            assert_eq!(
+                whole, expected,
+                "{role:?} deflate {deflate}: decoder fed whole vs reference"
+            );
+            let split = run_decoder_deflate(role, body, cuts, max_message, deflate);
+            assert_eq!(
+                split, expected,
+                "{role:?} deflate {deflate}: decoder fed at {cuts:?} vs reference"
+            );
+        }
     }
 }
 
