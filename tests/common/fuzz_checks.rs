@@ -8,6 +8,7 @@
 
 use wsloop::protocol::close;
 use wsloop::protocol::decoder::{Decoded, Decoder, Message, Role};
+use wsloop::protocol::deflate;
 use wsloop::protocol::error::ProtocolError;
 use wsloop::protocol::frame::{FrameHeader, HeaderParse};
 use wsloop::protocol::handshake::{self, HttpError};
@@ -121,6 +122,7 @@ pub fn decode_available(
         // in place (to fail invalid UTF-8 early); keep a copy of the partial frame to check.
         let snapshot = (!whole_frame_present).then(|| rest.to_vec());
         let rest_len = rest.len();
+        let deflate_on = dec.permessage_deflate();
         let result = dec.decode(rest, max_message);
         let consumed = match result {
             Err(e) => return (off, Some(check_error(e))),
@@ -150,7 +152,7 @@ pub fn decode_available(
                         assert!(c.reason.len() <= 123);
                     }
                     Message::Compressed { data, .. } => {
-                        assert!(dec.permessage_deflate(), "compressed without deflate");
+                        assert!(deflate_on, "compressed without deflate");
                         assert!(data.len() <= max_message);
                     }
                 }
@@ -565,5 +567,108 @@ pub fn check_request(head: &[u8]) {
             );
             assert!(out.starts_with(b"HTTP/1.1 101 ") && out.ends_with(b"\r\n\r\n"));
         }
+    }
+}
+
+/// Server settings the deflate negotiation fuzz check picks from (byte 0).
+pub fn fuzz_deflate_config(b: u8) -> deflate::DeflateConfig {
+    deflate::DeflateConfig {
+        server_max_window_bits: 8 + (b & 7),
+        client_max_window_bits: 15 - ((b >> 3) & 7),
+        server_no_context_takeover: b & 0x40 != 0,
+        client_no_context_takeover: b & 0x80 != 0,
+        ..deflate::DeflateConfig::default()
+    }
+}
+
+/// The permessage-deflate negotiation fuzz check. Byte 0 picks the server's settings; the
+/// rest, split at `\n`, are `Sec-WebSocket-Extensions` header values. An agreement must
+/// respect the settings, and its response line must itself parse as an acceptable offer
+/// that agrees to the same window limits.
+pub fn check_deflate_negotiate(data: &[u8]) {
+    let Some((&b0, rest)) = data.split_first() else {
+        return;
+    };
+    let cfg = fuzz_deflate_config(b0);
+    let values: Vec<&[u8]> = rest.split(|&b| b == b'\n').collect();
+    let Some(a) = deflate::negotiate(values.iter().copied(), &cfg) else {
+        return;
+    };
+    let offered = |name: &str| {
+        values
+            .iter()
+            .any(|v| v.windows(name.len()).any(|w| w == name.as_bytes()))
+    };
+    let (server, client) = (a.server_window_bits(), a.client_window_bits());
+    assert!((9..=15).contains(&server) && (9..=15).contains(&client));
+    assert!(server <= cfg.server_max_window_bits.max(9));
+    if a.client_max_window_bits.is_some() {
+        assert!(
+            offered("client_max_window_bits"),
+            "answered unoffered client bits"
+        );
+        assert!(client <= cfg.client_max_window_bits.max(9));
+    }
+    assert!(a.server_no_context_takeover || !cfg.server_no_context_takeover);
+    assert!(a.client_no_context_takeover || !cfg.client_no_context_takeover);
+    let mut line = Vec::new();
+    a.write_response_header(&mut line);
+    let value = line
+        .strip_prefix(b"Sec-WebSocket-Extensions: ".as_slice())
+        .and_then(|v| v.strip_suffix(b"\r\n".as_slice()))
+        .expect("response header shape");
+    let again = deflate::negotiate([value], &cfg).expect("our own response is an acceptable offer");
+    assert_eq!(again.server_window_bits(), server);
+    assert!(again.client_window_bits() <= client);
+}
+
+/// The inflation fuzz check. Byte 0: bit 0 text, bit 1 shared/dedicated, bits 2-4 the
+/// dedicated window, bits 5-6 the limit. The rest is one compressed message: any result is
+/// allowed but a panic, errors map to 1002/1007/1009, output stays within the limit plus a
+/// chunk, and text comes out valid. Then the same bytes, compressed by our compressor, must
+/// inflate back exactly.
+pub fn check_deflate_inflate(data: &[u8]) {
+    let Some((&b0, body)) = data.split_first() else {
+        return;
+    };
+    let text = b0 & 1 != 0;
+    let bits = 9 + ((b0 >> 2) & 7).min(6);
+    let max = [0usize, 100, 4096, 1 << 20][usize::from((b0 >> 5) & 3)];
+    let mut inf = if b0 & 2 != 0 {
+        deflate::Inflater::shared()
+    } else {
+        deflate::Inflater::dedicated(bits)
+    };
+    let mut out = Vec::new();
+    match inf.inflate(body, text, max, &mut out) {
+        Ok(deflate::Inflated::Text(t)) => assert!(text && t.len() <= max),
+        Ok(deflate::Inflated::Binary(b)) => assert!(!text && b.len() <= max),
+        Err(e) => {
+            check_error(e);
+            assert!(
+                out.len() <= max + deflate::INFLATE_CHUNK,
+                "{} bytes out",
+                out.len()
+            );
+        }
+    }
+    // Round trip through our own compressor with the same window, twice (context kept).
+    let cfg = deflate::DeflateConfig {
+        min_compress_size: 0,
+        ..deflate::DeflateConfig::default()
+    };
+    let mut c = deflate::Compressor::new(bits, &cfg, b0 & 2 != 0);
+    let mut inf = if b0 & 2 != 0 {
+        deflate::Inflater::shared()
+    } else {
+        deflate::Inflater::dedicated(bits)
+    };
+    for _ in 0..2 {
+        let mut z = Vec::new();
+        c.compress(body, &mut z);
+        assert_eq!(
+            inf.inflate(&z, false, body.len(), &mut out),
+            Ok(deflate::Inflated::Binary(body))
+        );
     }
 }
