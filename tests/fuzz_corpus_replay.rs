@@ -39,3 +39,13 @@ fn decoder_corpus_replays_clean() {
 fn handshake_corpus_replays_clean() {
     replay("handshake", fuzz_checks::check_handshake);
 }
+
+#[test]
+fn deflate_negotiate_corpus_replays_clean() {
+    replay("deflate_negotiate", fuzz_checks::check_deflate_negotiate);
+}
+
+#[test]
+fn deflate_inflate_corpus_replays_clean() {
+    replay("deflate_inflate", fuzz_checks::check_deflate_inflate);
+}

@@ -5,6 +5,11 @@
 //! message. A message whole in one frame is unmasked in place and handed out as a slice of
 //! the input (zero-copy); only fragmented messages are copied, into a buffer that exists
 //! while the message is open. An idle decoder owns no heap memory.
+//!
+//! With permessage-deflate negotiated ([`Decoder::set_permessage_deflate`]), a message whose
+//! first frame has RSV1 set is handed out as [`Message::Compressed`]: its payload unmasked
+//! and assembled but not inflated, and not UTF-8 checked (that happens on the inflated
+//! bytes, `deflate::Inflater`). Its size limit here is on the compressed bytes.
 
 use super::close::CloseFrame;
 use super::error::ProtocolError;
@@ -29,6 +34,14 @@ pub enum Message<'a> {
     Ping(&'a [u8]),
     Pong(&'a [u8]),
     Close(CloseFrame<'a>),
+    /// A permessage-deflate message (RFC 7692 §6: RSV1 on its first frame), whole and
+    /// unmasked but still compressed, without the `00 00 ff ff` tail (§7.2.2). `text` is its
+    /// opcode; UTF-8 is checked after inflating. Only produced after
+    /// [`Decoder::set_permessage_deflate`]`(true)`.
+    Compressed {
+        text: bool,
+        data: &'a [u8],
+    },
 }
 
 /// What one call to [`Decoder::decode`] did.
@@ -50,11 +63,14 @@ pub enum Decoded<'a> {
 #[derive(Debug)]
 struct Fragmented {
     text: bool,
+    /// RSV1 was set on the first frame: no UTF-8 check here, handed out as `Compressed`.
+    compressed: bool,
     data: Vec<u8>,
     utf8: Utf8Validator,
 }
 
-/// Per-connection decoding state: 24 bytes, no heap while no fragmented message is open.
+/// Per-connection decoding state: 24 bytes (permessage-deflate's switch lives in padding),
+/// no heap while no fragmented message is open.
 ///
 /// The caller hands `decode` the same unconsumed frame again when more bytes arrive, so a
 /// text frame that arrives in pieces is unmasked and validated piece by piece in place:
@@ -70,7 +86,12 @@ pub struct Decoder {
     role: Role,
     /// The open message was handed out by the last call; free it on the next one.
     delivered: bool,
+    /// permessage-deflate was negotiated: RSV1 on a message's first frame is allowed.
+    deflate: bool,
 }
+
+// The server keeps one per connection; the deflate switch must not grow it.
+const _: () = assert!(std::mem::size_of::<Decoder>() <= 24);
 
 impl Decoder {
     pub const fn new(role: Role) -> Self {
@@ -80,7 +101,20 @@ impl Decoder {
             partial_utf8: Utf8Validator::new(),
             role,
             delivered: false,
+            deflate: false,
         }
+    }
+
+    /// Allows RSV1 on the first frame of a text or binary message, which then comes out as
+    /// [`Message::Compressed`] (RFC 7692 §6). Call once permessage-deflate is agreed in the
+    /// handshake; without it any RSV bit is a protocol error (RFC 6455 §5.2).
+    pub fn set_permessage_deflate(&mut self, on: bool) {
+        self.deflate = on;
+    }
+
+    /// Whether RSV1 (permessage-deflate) is accepted.
+    pub fn permessage_deflate(&self) -> bool {
+        self.deflate
     }
 
     /// Whether a fragmented message is open (the connection holds its buffer).
@@ -129,7 +163,11 @@ impl Decoder {
             (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
             _ => {}
         }
-        if h.rsv != 0 {
+        // RSV1 belongs to permessage-deflate, and only on a data message's first frame
+        // (RFC 7692 §6.1): on a continuation or control frame it stays a protocol error.
+        let rsv1 =
+            h.rsv == 0b100 && self.deflate && matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        if h.rsv != 0 && !rsv1 {
             return Err(ProtocolError::ReservedBits);
         }
         let already = match (h.opcode, &self.open) {
@@ -150,11 +188,16 @@ impl Decoder {
             OpCode::Continuation => self.open.as_ref().is_some_and(|f| f.text),
             _ => false,
         };
+        let compressed = rsv1
+            || (h.opcode == OpCode::Continuation
+                && self.open.as_ref().is_some_and(|f| f.compressed));
+        // Compressed text is validated after inflating, not here.
+        let validate = text && !compressed;
         let done = self.partial as usize;
         if buf.len() < total {
             // Unmask and validate the text that is here, so bad UTF-8 fails now.
             let avail = buf.len().saturating_sub(h.header_len);
-            if text && avail > done {
+            if validate && avail > done {
                 let piece = &mut buf[h.header_len + done..h.header_len + avail];
                 if let Some(key) = h.mask {
                     apply_mask(piece, key, done);
@@ -183,6 +226,10 @@ impl Decoder {
             OpCode::Ping => Message::Ping(payload),
             OpCode::Pong => Message::Pong(payload),
             OpCode::Close => Message::Close(CloseFrame::parse(payload)?),
+            OpCode::Text | OpCode::Binary if h.fin && compressed => Message::Compressed {
+                text,
+                data: payload,
+            },
             OpCode::Text | OpCode::Binary if h.fin => {
                 if h.opcode == OpCode::Text {
                     Message::Text(utf8::validate(payload).ok_or(ProtocolError::InvalidUtf8)?)
@@ -192,7 +239,7 @@ impl Decoder {
             }
             OpCode::Text | OpCode::Binary => {
                 let mut utf8 = Utf8Validator::new();
-                if text {
+                if validate {
                     if done > 0 {
                         utf8 = std::mem::take(&mut self.partial_utf8);
                     } else {
@@ -201,6 +248,7 @@ impl Decoder {
                 }
                 self.open = Some(Box::new(Fragmented {
                     text,
+                    compressed,
                     data: payload.to_vec(),
                     utf8,
                 }));
@@ -208,19 +256,24 @@ impl Decoder {
             }
             OpCode::Continuation => {
                 let f = self.open.as_mut().expect("checked above");
-                if f.text && done == 0 {
+                if validate && done == 0 {
                     f.utf8.feed(payload)?;
                 }
                 f.data.extend_from_slice(payload);
                 if !h.fin {
                     return Ok(Decoded::Fragment { consumed: total });
                 }
-                if f.text {
+                if validate {
                     f.utf8.finish()?;
                 }
                 self.delivered = true;
                 let f = self.open.as_deref().expect("checked above");
-                if f.text {
+                if f.compressed {
+                    Message::Compressed {
+                        text: f.text,
+                        data: &f.data,
+                    }
+                } else if f.text {
                     // Already validated incrementally; the second pass only converts.
                     Message::Text(utf8::validate(&f.data).ok_or(ProtocolError::InvalidUtf8)?)
                 } else {
@@ -250,7 +303,12 @@ mod tests {
 
     /// Decodes every frame of `input`, rendering messages as strings.
     fn run(input: &[u8]) -> Result<Vec<String>, ProtocolError> {
+        run_with(input, false)
+    }
+
+    fn run_with(input: &[u8], deflate: bool) -> Result<Vec<String>, ProtocolError> {
         let mut d = Decoder::new(Role::Server);
+        d.set_permessage_deflate(deflate);
         let mut buf = input.to_vec();
         let mut off = 0;
         let mut out = Vec::new();
@@ -266,6 +324,7 @@ mod tests {
                         Message::Ping(p) => format!("ping:{}", String::from_utf8_lossy(p)),
                         Message::Pong(p) => format!("pong:{}", String::from_utf8_lossy(p)),
                         Message::Close(c) => format!("close:{:?}:{}", c.code, c.reason),
+                        Message::Compressed { text, data } => format!("z:{text}:{data:?}"),
                     });
                 }
             }
@@ -504,6 +563,94 @@ mod tests {
                 pending.drain(..off);
             }
             assert_eq!(out.len(), whole.len(), "split {split}");
+        }
+    }
+
+    fn rsv1(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut f = masked(fin, op, payload);
+        f[0] |= 0x40;
+        f
+    }
+
+    #[test]
+    fn rsv1_only_on_the_first_data_frame_and_only_when_negotiated() {
+        // Not negotiated: 1002, as before.
+        let f = rsv1(true, OpCode::Text, b"\xff");
+        assert_eq!(run(&f), Err(ProtocolError::ReservedBits));
+        // Negotiated: handed out compressed; not UTF-8 checked (0xff is fine here).
+        assert_eq!(run_with(&f, true).unwrap(), ["z:true:[255]"]);
+        assert_eq!(
+            run_with(&rsv1(true, OpCode::Binary, b""), true).unwrap(),
+            ["z:false:[]"]
+        );
+        // RSV1 on a control frame, a continuation, or RSV2/RSV3: still 1002.
+        for op in [OpCode::Ping, OpCode::Pong, OpCode::Close] {
+            assert_eq!(
+                run_with(&rsv1(true, op, b""), true),
+                Err(ProtocolError::ReservedBits)
+            );
+        }
+        let mut cont = rsv1(false, OpCode::Text, b"a");
+        cont.extend(rsv1(true, OpCode::Continuation, b"b"));
+        assert_eq!(run_with(&cont, true), Err(ProtocolError::ReservedBits));
+        let mut cont = masked(false, OpCode::Text, b"a");
+        cont.extend(rsv1(true, OpCode::Continuation, b"b"));
+        assert_eq!(run_with(&cont, true), Err(ProtocolError::ReservedBits));
+        for bits in [0x20u8, 0x10, 0x60, 0x70] {
+            let mut f = masked(true, OpCode::Text, b"a");
+            f[0] |= bits;
+            assert_eq!(run_with(&f, true), Err(ProtocolError::ReservedBits));
+        }
+    }
+
+    #[test]
+    fn fragmented_compressed_message_is_assembled_unvalidated() {
+        let mut f = rsv1(false, OpCode::Text, b"\xc3");
+        f.extend(masked(true, OpCode::Ping, b"p"));
+        f.extend(masked(false, OpCode::Continuation, b"\xff"));
+        f.extend(masked(true, OpCode::Continuation, b"\x00"));
+        // An uncompressed message after it is validated again.
+        f.extend(masked(false, OpCode::Text, b"o"));
+        f.extend(masked(true, OpCode::Continuation, b"k"));
+        assert_eq!(
+            run_with(&f, true).unwrap(),
+            ["ping:p", "z:true:[195, 255, 0]", "text:ok"]
+        );
+        let mut bad = masked(false, OpCode::Text, b"o");
+        bad.extend(masked(true, OpCode::Continuation, b"\xff"));
+        assert_eq!(run_with(&bad, true), Err(ProtocolError::InvalidUtf8));
+        // The compressed size counts against the limit.
+        let mut d = Decoder::new(Role::Server);
+        d.set_permessage_deflate(true);
+        let mut f1 = rsv1(false, OpCode::Binary, &[0; 600]);
+        assert!(matches!(
+            d.decode(&mut f1, 1000),
+            Ok(Decoded::Fragment { .. })
+        ));
+        let mut f2 = masked(true, OpCode::Continuation, &[0; 401]);
+        assert_eq!(d.decode(&mut f2, 1000), Err(ProtocolError::MessageTooBig));
+    }
+
+    #[test]
+    fn compressed_text_arriving_in_pieces_is_not_validated_early() {
+        let payload = [0xffu8; 300];
+        let frame = rsv1(true, OpCode::Text, &payload);
+        let mut d = Decoder::new(Role::Server);
+        d.set_permessage_deflate(true);
+        let mut part = frame[..100].to_vec();
+        assert!(matches!(
+            d.decode(&mut part, MAX),
+            Ok(Decoded::Incomplete { .. })
+        ));
+        assert_eq!(part, frame[..100], "nothing unmasked early");
+        let mut whole = part;
+        whole.extend_from_slice(&frame[100..]);
+        match d.decode(&mut whole, MAX).unwrap() {
+            Decoded::Message {
+                message: Message::Compressed { text: true, data },
+                ..
+            } => assert_eq!(data, payload),
+            other => panic!("{other:?}"),
         }
     }
 }

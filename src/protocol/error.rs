@@ -30,8 +30,13 @@ pub enum ProtocolError {
     InvalidClosePayload,
     /// A close code that may not be sent on the wire (§7.4).
     InvalidCloseCode(u16),
-    /// A message (or its declared length) above the configured maximum.
+    /// A message (or its declared length) above the configured maximum; with
+    /// permessage-deflate also a message whose inflated size passes it (RFC 7692 §8.1).
     MessageTooBig,
+    /// A permessage-deflate message whose payload is not a valid DEFLATE stream (RFC 7692
+    /// §8: the extension fails, so the connection fails). 1002 rather than 1007: the bytes
+    /// break the negotiated framing, not the message's data type.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -60,6 +65,7 @@ impl ProtocolError {
             ProtocolError::InvalidClosePayload => "invalid close payload",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::MessageTooBig => "message too big",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }

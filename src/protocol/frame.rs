@@ -127,6 +127,10 @@ impl FrameHeader {
     }
 }
 
+/// RSV1 in the first header byte: the permessage-deflate "Per-Message Compressed" bit
+/// (RFC 7692 §6), set on the first frame of a compressed message only.
+pub const RSV1: u8 = 0x40;
+
 /// Writes a header into `out` and returns its length. Uses the shortest length encoding,
 /// as RFC 6455 §5.2 requires.
 #[inline]
@@ -137,7 +141,21 @@ pub fn encode_header(
     payload_len: u64,
     mask: Option<[u8; 4]>,
 ) -> usize {
-    out[0] = (if fin { 0x80 } else { 0 }) | opcode as u8;
+    encode_header_rsv1(out, fin, false, opcode, payload_len, mask)
+}
+
+/// [`encode_header`] with the RSV1 bit: `rsv1` marks the first frame of a message compressed
+/// by permessage-deflate (RFC 7692 §6); only a caller that negotiated it may set it.
+#[inline]
+pub fn encode_header_rsv1(
+    out: &mut [u8; MAX_HEADER_LEN],
+    fin: bool,
+    rsv1: bool,
+    opcode: OpCode,
+    payload_len: u64,
+    mask: Option<[u8; 4]>,
+) -> usize {
+    out[0] = (if fin { 0x80 } else { 0 }) | (if rsv1 { RSV1 } else { 0 }) | opcode as u8;
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };
     let mut n = if payload_len < 126 {
         out[1] = mask_bit | payload_len as u8;
@@ -186,8 +204,20 @@ pub fn write_client_frame(
     payload: &[u8],
     mask: [u8; 4],
 ) {
+    write_client_frame_rsv1(out, fin, false, opcode, payload, mask);
+}
+
+/// [`write_client_frame`] with the RSV1 bit (a compressed message's first frame, RFC 7692 §6).
+pub fn write_client_frame_rsv1(
+    out: &mut Vec<u8>,
+    fin: bool,
+    rsv1: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: [u8; 4],
+) {
     let mut h = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(&mut h, fin, opcode, payload.len() as u64, Some(mask));
+    let n = encode_header_rsv1(&mut h, fin, rsv1, opcode, payload.len() as u64, Some(mask));
     out.reserve(n + payload.len());
     out.extend_from_slice(&h[..n]);
     let start = out.len();
@@ -301,5 +331,16 @@ mod tests {
         out.clear();
         write_server_frame(&mut out, true, OpCode::Ping, b"Hello");
         assert_eq!(out, [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
+        // RFC 7692 §7.2.3.1: "Hello" compressed, one unmasked frame with RSV1.
+        let mut h = [0u8; MAX_HEADER_LEN];
+        assert_eq!(
+            encode_header_rsv1(&mut h, true, true, OpCode::Text, 7, None),
+            2
+        );
+        assert_eq!(h[..2], [0xc1, 0x07]);
+        assert_eq!(parse(&h[..2]).rsv, 0b100);
+        out.clear();
+        write_client_frame_rsv1(&mut out, false, true, OpCode::Binary, b"", [1, 2, 3, 4]);
+        assert_eq!(out, [0x42, 0x80, 1, 2, 3, 4]);
     }
 }

@@ -8,6 +8,7 @@
 
 use wsloop::protocol::close;
 use wsloop::protocol::decoder::{Decoded, Decoder, Message, Role};
+use wsloop::protocol::deflate;
 use wsloop::protocol::error::ProtocolError;
 use wsloop::protocol::frame::{FrameHeader, HeaderParse};
 use wsloop::protocol::handshake;
@@ -29,6 +30,8 @@ pub enum Event {
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<u16>, String),
+    /// A permessage-deflate message: (text, compressed payload).
+    Compressed(bool, Vec<u8>),
 }
 
 /// How a run over some input ended.
@@ -54,6 +57,7 @@ pub fn event_of(m: Message<'_>) -> Event {
         Message::Ping(p) => Event::Ping(p.to_vec()),
         Message::Pong(p) => Event::Pong(p.to_vec()),
         Message::Close(c) => Event::Close(c.code, c.reason.to_owned()),
+        Message::Compressed { text, data } => Event::Compressed(text, data.to_vec()),
     }
 }
 
@@ -119,6 +123,7 @@ pub fn decode_available(
         // in place (to fail invalid UTF-8 early); keep a copy of the partial frame to check.
         let snapshot = (!whole_frame_present).then(|| rest.to_vec());
         let rest_len = rest.len();
+        let deflate_on = dec.permessage_deflate();
         let result = dec.decode(rest, max_message);
         let consumed = match result {
             Err(e) => return (off, Some(check_error(e))),
@@ -147,6 +152,10 @@ pub fn decode_available(
                         assert!(c.code.is_none_or(close::is_valid_code));
                         assert!(c.reason.len() <= 123);
                     }
+                    Message::Compressed { data, .. } => {
+                        assert!(deflate_on, "compressed without deflate");
+                        assert!(data.len() <= max_message);
+                    }
                 }
                 events.push(event_of(message));
                 consumed
@@ -164,7 +173,7 @@ pub fn decode_available(
         // control frames.
         match events.last() {
             Some(Event::Fragment) => *open = true,
-            Some(Event::Text(_) | Event::Binary(_)) => *open = false,
+            Some(Event::Text(_) | Event::Binary(_) | Event::Compressed(..)) => *open = false,
             _ => {}
         }
         assert_eq!(dec.in_message(), *open, "in_message() disagrees");
@@ -185,7 +194,19 @@ pub fn run_decoder(
     cuts: &[usize],
     max_message: usize,
 ) -> (Vec<Event>, End) {
+    run_decoder_deflate(role, input, cuts, max_message, false)
+}
+
+/// [`run_decoder`] with permessage-deflate's RSV1 switch set to `deflate`.
+pub fn run_decoder_deflate(
+    role: Role,
+    input: &[u8],
+    cuts: &[usize],
+    max_message: usize,
+    deflate: bool,
+) -> (Vec<Event>, End) {
     let mut dec = Decoder::new(role);
+    dec.set_permessage_deflate(deflate);
     let mut pending: Vec<u8> = Vec::new();
     let mut events = Vec::new();
     let mut open = false;
@@ -213,9 +234,22 @@ pub fn run_decoder(
 /// unmasking, `std::str::from_utf8`, rules checked in the order the protocol makes them
 /// decidable (first two bytes, whole header, whole payload).
 pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Event>, End) {
+    reference_decode_with(role, input, max_message, false)
+}
+
+/// [`reference_decode`] with permessage-deflate negotiated or not: then RSV1 (alone) is
+/// allowed on a text or binary frame, which starts a compressed message that is neither
+/// UTF-8 checked nor inflated (RFC 7692 §6.1).
+pub fn reference_decode_with(
+    role: Role,
+    input: &[u8],
+    max_message: usize,
+    deflate: bool,
+) -> (Vec<Event>, End) {
     let mut events = Vec::new();
     let mut i = 0;
-    let mut open: Option<(bool, Vec<u8>)> = None;
+    // (text, compressed, data)
+    let mut open: Option<(bool, bool, Vec<u8>)> = None;
     let valid_prefix = |d: &[u8]| match std::str::from_utf8(d) {
         Ok(_) => true,
         Err(e) => e.error_len().is_none(),
@@ -254,23 +288,25 @@ pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Ev
         if len >> 63 != 0 {
             return (events, End::Error(1002));
         }
-        if masked != (role == Role::Server) || rsv != 0 {
+        let rsv1_ok = deflate && rsv == 0x40 && (op == 1 || op == 2);
+        if masked != (role == Role::Server) || (rsv != 0 && !rsv1_ok) {
             return (events, End::Error(1002));
         }
+        let compressed = rsv1_ok || (op == 0 && open.as_ref().is_some_and(|o| o.1));
         match (op, &open) {
             (0, None) | (1 | 2, Some(_)) => return (events, End::Error(1002)),
             _ => {}
         }
-        let already = open.as_ref().map_or(0, |(_, d)| d.len() as u64);
+        let already = open.as_ref().map_or(0, |(_, _, d)| d.len() as u64);
         if !control && len + already > max_message as u64 {
             return (events, End::Error(1009));
         }
         if ((rest.len() - hl) as u64) < len {
             // Text that is already impossible fails before the frame completes.
-            let text = op == 1 || (op == 0 && open.as_ref().is_some_and(|(t, _)| *t));
-            if text {
+            let text = op == 1 || (op == 0 && open.as_ref().is_some_and(|o| o.0));
+            if text && !compressed {
                 let mut acc = if op == 0 {
-                    open.as_ref().map(|(_, d)| d.clone()).unwrap_or_default()
+                    open.as_ref().map(|(_, _, d)| d.clone()).unwrap_or_default()
                 } else {
                     Vec::new()
                 };
@@ -314,17 +350,19 @@ pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Ev
                 }
             }
             _ => {
-                let (text, mut data) = match op {
+                let (text, compressed, mut data) = match op {
                     0x0 => open.take().expect("checked above"),
-                    _ => (op == 0x1, Vec::new()),
+                    _ => (op == 0x1, compressed, Vec::new()),
                 };
                 data.extend_from_slice(&payload);
-                if text && !valid_prefix(&data) {
+                if text && !compressed && !valid_prefix(&data) {
                     return (events, End::Error(1007));
                 }
                 if !fin {
-                    open = Some((text, data));
+                    open = Some((text, compressed, data));
                     events.push(Event::Fragment);
+                } else if compressed {
+                    events.push(Event::Compressed(text, data));
                 } else if text {
                     match String::from_utf8(data) {
                         Ok(s) => events.push(Event::Text(s)),
@@ -339,8 +377,9 @@ pub fn reference_decode(role: Role, input: &[u8], max_message: usize) -> (Vec<Ev
 }
 
 /// The decoder fuzz check. Byte 0 picks `max_message`, byte 1 a split point; the rest is
-/// the stream. In both roles: fed whole and fed in two pieces, the decoder must produce the
-/// same events and end as the reference decoder, and keep its contract on every call.
+/// the stream. In both roles, with permessage-deflate off and on: fed whole and fed in two
+/// pieces, the decoder must produce the same events and end as the reference decoder, and
+/// keep its contract on every call.
 pub fn check_decoder(data: &[u8]) {
     if data.len() < 2 {
         return;
@@ -354,14 +393,19 @@ pub fn check_decoder(data: &[u8]) {
 /// [`check_decoder`] with explicit cut points (used by the property tests).
 pub fn check_decoder_with(body: &[u8], cuts: &[usize], max_message: usize) {
     for role in [Role::Server, Role::Client] {
-        let expected = reference_decode(role, body, max_message);
-        let whole = run_decoder(role, body, &[], max_message);
-        assert_eq!(whole, expected, "{role:?}: decoder fed whole vs reference");
-        let split = run_decoder(role, body, cuts, max_message);
-        assert_eq!(
-            split, expected,
-            "{role:?}: decoder fed at {cuts:?} vs reference"
-        );
+        for deflate in [false, true] {
+            let expected = reference_decode_with(role, body, max_message, deflate);
+            let whole = run_decoder_deflate(role, body, &[], max_message, deflate);
+            assert_eq!(
+                whole, expected,
+                "{role:?} deflate {deflate}: decoder fed whole vs reference"
+            );
+            let split = run_decoder_deflate(role, body, cuts, max_message, deflate);
+            assert_eq!(
+                split, expected,
+                "{role:?} deflate {deflate}: decoder fed at {cuts:?} vs reference"
+            );
+        }
     }
 }
 
@@ -524,5 +568,108 @@ pub fn check_request(head: &[u8]) {
             );
             assert!(out.starts_with(b"HTTP/1.1 101 ") && out.ends_with(b"\r\n\r\n"));
         }
+    }
+}
+
+/// Server settings the deflate negotiation fuzz check picks from (byte 0).
+pub fn fuzz_deflate_config(b: u8) -> deflate::DeflateConfig {
+    deflate::DeflateConfig {
+        server_max_window_bits: 8 + (b & 7),
+        client_max_window_bits: 15 - ((b >> 3) & 7),
+        server_no_context_takeover: b & 0x40 != 0,
+        client_no_context_takeover: b & 0x80 != 0,
+        ..deflate::DeflateConfig::default()
+    }
+}
+
+/// The permessage-deflate negotiation fuzz check. Byte 0 picks the server's settings; the
+/// rest, split at `\n`, are `Sec-WebSocket-Extensions` header values. An agreement must
+/// respect the settings, and its response line must itself parse as an acceptable offer
+/// that agrees to the same window limits.
+pub fn check_deflate_negotiate(data: &[u8]) {
+    let Some((&b0, rest)) = data.split_first() else {
+        return;
+    };
+    let cfg = fuzz_deflate_config(b0);
+    let values: Vec<&[u8]> = rest.split(|&b| b == b'\n').collect();
+    let Some(a) = deflate::negotiate(values.iter().copied(), &cfg) else {
+        return;
+    };
+    let offered = |name: &str| {
+        values
+            .iter()
+            .any(|v| v.windows(name.len()).any(|w| w == name.as_bytes()))
+    };
+    let (server, client) = (a.server_window_bits(), a.client_window_bits());
+    assert!((9..=15).contains(&server) && (9..=15).contains(&client));
+    assert!(server <= cfg.server_max_window_bits.max(9));
+    if a.client_max_window_bits.is_some() {
+        assert!(
+            offered("client_max_window_bits"),
+            "answered unoffered client bits"
+        );
+        assert!(client <= cfg.client_max_window_bits.max(9));
+    }
+    assert!(a.server_no_context_takeover || !cfg.server_no_context_takeover);
+    assert!(a.client_no_context_takeover || !cfg.client_no_context_takeover);
+    let mut line = Vec::new();
+    a.write_response_header(&mut line);
+    let value = line
+        .strip_prefix(b"Sec-WebSocket-Extensions: ".as_slice())
+        .and_then(|v| v.strip_suffix(b"\r\n".as_slice()))
+        .expect("response header shape");
+    let again = deflate::negotiate([value], &cfg).expect("our own response is an acceptable offer");
+    assert_eq!(again.server_window_bits(), server);
+    assert!(again.client_window_bits() <= client);
+}
+
+/// The inflation fuzz check. Byte 0: bit 0 text, bit 1 shared/dedicated, bits 2-4 the
+/// dedicated window, bits 5-6 the limit. The rest is one compressed message: any result is
+/// allowed but a panic, errors map to 1002/1007/1009, output stays within the limit plus a
+/// chunk, and text comes out valid. Then the same bytes, compressed by our compressor, must
+/// inflate back exactly.
+pub fn check_deflate_inflate(data: &[u8]) {
+    let Some((&b0, body)) = data.split_first() else {
+        return;
+    };
+    let text = b0 & 1 != 0;
+    let bits = 9 + ((b0 >> 2) & 7).min(6);
+    let max = [0usize, 100, 4096, 1 << 20][usize::from((b0 >> 5) & 3)];
+    let mut inf = if b0 & 2 != 0 {
+        deflate::Inflater::shared()
+    } else {
+        deflate::Inflater::dedicated(bits)
+    };
+    let mut out = Vec::new();
+    match inf.inflate(body, text, max, &mut out) {
+        Ok(deflate::Inflated::Text(t)) => assert!(text && t.len() <= max),
+        Ok(deflate::Inflated::Binary(b)) => assert!(!text && b.len() <= max),
+        Err(e) => {
+            check_error(e);
+            assert!(
+                out.len() <= max + deflate::INFLATE_CHUNK,
+                "{} bytes out",
+                out.len()
+            );
+        }
+    }
+    // Round trip through our own compressor with the same window, twice (context kept).
+    let cfg = deflate::DeflateConfig {
+        min_compress_size: 0,
+        ..deflate::DeflateConfig::default()
+    };
+    let mut c = deflate::Compressor::new(bits, &cfg, b0 & 2 != 0);
+    let mut inf = if b0 & 2 != 0 {
+        deflate::Inflater::shared()
+    } else {
+        deflate::Inflater::dedicated(bits)
+    };
+    for _ in 0..2 {
+        let mut z = Vec::new();
+        c.compress(body, &mut z);
+        assert_eq!(
+            inf.inflate(&z, false, body.len(), &mut out),
+            Ok(deflate::Inflated::Binary(body))
+        );
     }
 }

@@ -246,7 +246,10 @@ impl App for Broadcast {
                 }
             },
             Message::Binary(b) => b,
-            Message::Pong(_) | Message::Ping(_) | Message::Close(_) => return,
+            Message::Pong(_)
+            | Message::Ping(_)
+            | Message::Close(_)
+            | Message::Compressed { .. } => return,
         };
         ctx.st.total_msgs += 1;
         let id = c.id;

@@ -890,6 +890,9 @@ fn decode_all<A: App>(
                     m @ (Message::Text(_) | Message::Binary(_) | Message::Pong(_)) => {
                         app.on_message(ctx, &mut c.app, m);
                     }
+                    // wsload never negotiates permessage-deflate, so its decoder never
+                    // produces compressed messages.
+                    Message::Compressed { .. } => unreachable!("deflate not negotiated"),
                 }
             }
             Err(e) => {

@@ -185,7 +185,7 @@ fn owned(m: Message<'_>) -> Owned {
         Message::Binary(b) => Owned::Data(OpCode::Binary, b.to_vec()),
         Message::Ping(p) => Owned::Ping(p.to_vec()),
         Message::Close(c) => Owned::Close(c.code),
-        Message::Pong(_) => Owned::Other,
+        Message::Pong(_) | Message::Compressed { .. } => Owned::Other,
     }
 }
 
