@@ -7,6 +7,8 @@ pub mod event_loop;
 pub mod handler;
 pub(crate) mod static_files;
 pub(crate) mod timer;
+pub mod tls;
+pub mod transport;
 pub mod write_buffer;
 
 pub use config::Config;
