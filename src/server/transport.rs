@@ -36,6 +36,10 @@ use rustls::{ServerConfig, ServerConnection};
 /// handshake ends). Above it `write` accepts nothing more until the socket takes some.
 pub const TLS_SEND_LIMIT: usize = 64 << 10;
 
+/// Alert descriptions (RFC 8446 §6.2) for the plaintext alerts written when rustls queued none.
+const ALERT_DECODE_ERROR: u8 = 50;
+const ALERT_HANDSHAKE_FAILURE: u8 = 40;
+
 /// Input read and discarded before answering plain HTTP on a TLS port, so that closing
 /// does not reset the connection over unread bytes before the client reads the 400.
 const PLAIN_HTTP_DRAIN: usize = 16 << 10;
@@ -346,12 +350,27 @@ impl TlsStream {
                 }
                 Ok(())
             }
-            Err(e) => {
-                // rustls queued the alert that goes with the error.
-                let _ = self.flush_tls();
-                Err(protocol_error(e))
-            }
+            Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Sends the alert for `e` and makes the error the loop sees. rustls queues the alert
+    /// for most errors; for the few it does not (a handshake message over its 64 KiB
+    /// bound), a plaintext alert is written while no version has been chosen, i.e.
+    /// before any key exists (RFC 8446 §6: alerts before ServerHello are in the clear).
+    fn fail(&mut self, e: rustls::Error) -> io::Error {
+        if !self.conn.wants_write() && self.conn.protocol_version().is_none() {
+            let description = match e {
+                rustls::Error::InvalidMessage(_) => ALERT_DECODE_ERROR,
+                _ => ALERT_HANDSHAKE_FAILURE,
+            };
+            let _ = self
+                .sock
+                .write(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]);
+        } else {
+            let _ = self.flush_tls();
+        }
+        protocol_error(e)
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -379,13 +398,17 @@ impl TlsStream {
                 // EOF: process anyway, so the reader reports close_notify vs truncation.
                 Ok(_) => self.process()?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return if filled > 0 {
-                        Ok(filled)
-                    } else {
-                        Err(e)
-                    };
+                    return if filled > 0 { Ok(filled) } else { Err(e) };
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // rustls' record buffer refuses to grow (a handshake message over 64 KiB).
+                Err(e)
+                    if e.kind() == io::ErrorKind::InvalidData && TlsFailure::of(&e).is_none() =>
+                {
+                    return Err(self.fail(rustls::Error::InvalidMessage(
+                        rustls::InvalidMessage::HandshakePayloadTooLarge,
+                    )));
+                }
                 Err(e) => return Err(e),
             }
         }
