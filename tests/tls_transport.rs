@@ -281,3 +281,66 @@ fn idle_tls_connection_memory() {
         clients.clear();
     }
 }
+
+/// `write_vectored` (a frame header and its payload) through a socket that refuses part
+/// of it: the count is honest, the rest goes out on `flush_tls`, the bytes arrive whole.
+#[test]
+fn write_vectored_counts_plaintext_honestly() {
+    use std::io::IoSlice;
+    use wsloop::server::transport::Transport;
+
+    let (certs, cfg) = setup();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client_cfg = certs.client_config(&[&TLS13]);
+    let payload = pattern(3 << 20, 9);
+    let expect: Vec<u8> = [&b"\x82\x7f"[..], &payload].concat();
+    let reader = std::thread::spawn(move || {
+        let mut c = tls_client(addr, client_cfg);
+        // Let the server see the socket refuse writes before reading anything.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut got = vec![0u8; 2 + (3 << 20)];
+        c.read_exact(&mut got).unwrap();
+        got
+    });
+    let (s, _) = listener.accept().unwrap();
+    s.set_nonblocking(true).unwrap();
+    let s = mio::net::TcpStream::from_std(s);
+    socket2::SockRef::from(&s)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let mut t = Transport::tls(s, cfg.server_config().clone()).unwrap();
+    let mut rbuf = [0u8; 1024];
+    // Busy-poll the handshake (no mio here): reads drive it, WouldBlock is normal.
+    while t.is_handshaking() {
+        match t.read(&mut rbuf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            r => panic!("{r:?}"),
+        }
+    }
+    let mut sent = 0;
+    let mut refused = 0;
+    while sent < expect.len() {
+        let bufs = if sent < 2 {
+            vec![IoSlice::new(&expect[sent..2]), IoSlice::new(&payload)]
+        } else {
+            vec![IoSlice::new(&expect[sent..])]
+        };
+        match t.write_vectored(&bufs) {
+            Ok(n) => {
+                assert!(n <= expect.len() - sent);
+                sent += n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                refused += 1;
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    while !t.flush_tls().unwrap() {
+        std::thread::yield_now();
+    }
+    assert!(refused > 0, "the socket never refused");
+    assert!(reader.join().unwrap() == expect);
+}

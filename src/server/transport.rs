@@ -512,3 +512,15 @@ mod tests {
         assert_eq!(declared, body.len());
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// The boxed TLS state; rustls' heap buffers come on top (measured in
+    /// tests/tls_transport.rs).
+    #[test]
+    fn tls_stream_size() {
+        let n = std::mem::size_of::<super::TlsStream>();
+        println!("TlsStream is {n} bytes");
+        assert!(n < 4096);
+    }
+}
