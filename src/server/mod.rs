@@ -15,6 +15,8 @@ pub mod router;
 mod shutdown;
 pub(crate) mod static_files;
 pub(crate) mod timer;
+pub mod tls;
+pub mod transport;
 pub mod write_buffer;
 mod ws_read;
 
