@@ -127,7 +127,7 @@ fn connect(shared: &Shared, buf: &mut Vec<u8>) -> io::Result<TcpStream> {
                     "HELLO answer too long",
                 ));
             }
-            None => read_more(&mut stream, buf)?,
+            None => read_more(&stream, buf)?,
         }
     }
     stream.set_read_timeout(Some(cfg.keepalive * 3))?;
