@@ -207,6 +207,10 @@ fn read_loop(
             }
         }
         buf.drain(..start);
+        if buf.capacity() > 16 * READ_CHUNK && buf.len() < READ_CHUNK {
+            // One big message should not pin its buffer for the life of the connection.
+            buf.shrink_to(2 * READ_CHUNK);
+        }
         if buf.len() > limit {
             return io::Error::new(io::ErrorKind::InvalidData, "frame over the payload limit");
         }
