@@ -317,6 +317,8 @@ fn subscriptions_are_counted_and_unsubscribe_stops_delivery() {
 
 #[test]
 fn redis_restart_loses_only_what_was_published_while_down() {
+    // RUST_LOG=info shows the one warning and the one recovery line.
+    let _ = env_logger::builder().is_test(true).try_init();
     let mut redis = RedisServer::start();
     let (a, a_rx) = instance(&redis);
     let (b, b_rx) = instance(&redis);
