@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a clean machine: installs what the tests need (Python
-# `websockets` + pytest, Node `ws` + `playwright-core`, Debian's chromium), then runs
+# `websockets` + pytest, Node `ws` + `playwright-core`, Debian's chromium and
+# redis-server, which the backplane tests start on a free port), then runs
 # the Rust unit, property, conformance, hostile and interop tests, the Python and Node
 # interop tests and the browser tests. Exits non-zero if anything fails.
 set -euo pipefail
@@ -15,6 +16,10 @@ step "installing test dependencies"
 if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt 2>&1 \
   | grep -v -i "running pip as the 'root' user" || true

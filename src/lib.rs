@@ -4,6 +4,7 @@
 //! [`apps`] holds the echo and chat applications the binary runs.
 
 pub mod apps;
+pub mod backplane;
 pub mod protocol;
 pub mod server;
 

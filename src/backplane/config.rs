@@ -1,0 +1,147 @@
+//! Backplane settings, the `redis://` URL they start from, and the instance id.
+
+use std::io;
+use std::time::Duration;
+
+/// Settings of a [`Backplane`](super::Backplane). Build with [`BackplaneConfig::from_url`];
+/// every bound has a default and a reason.
+#[derive(Debug, Clone)]
+pub struct BackplaneConfig {
+    /// Redis host name or address.
+    pub host: String,
+    /// Redis TCP port (6379 when the URL has none).
+    pub port: u16,
+    /// `(user, password)` from the URL, sent with `HELLO 3 AUTH`; user `default` when the URL
+    /// gives only a password. No percent-decoding: use plain characters.
+    pub auth: Option<(String, String)>,
+    /// Prefix of every Redis channel: topic `room` is channel `wsloop:room`. The prefix keeps
+    /// wsloop's traffic apart from other users of the same Redis.
+    pub channel_prefix: String,
+    /// Publishes waiting for the Redis writer thread, at most (default 65 536). A publish that
+    /// finds the queue full is dropped and counted, so a stalled Redis never costs the loops
+    /// memory or time.
+    pub queue_messages: usize,
+    /// Payload bytes waiting for the writer, at most (default 64 MiB); same rule.
+    pub queue_bytes: usize,
+    /// Largest payload sent or accepted (default 16 MiB, the server's default message limit).
+    /// Bigger publishes are dropped; a bigger frame from Redis drops the connection.
+    pub max_payload: usize,
+    /// First wait before reconnecting (default 100 ms); doubles per failed attempt...
+    pub backoff_min: Duration,
+    /// ...up to this (default 5 s).
+    pub backoff_max: Duration,
+    /// Bound on connecting, on the `HELLO` answer and on one blocked write (default 5 s).
+    pub io_timeout: Duration,
+    /// The writer sends `PING` after this long without writing (default 5 s); the reader gives
+    /// the connection up after three times this without reading anything, so a Redis that
+    /// hangs (rather than closes) is noticed.
+    pub keepalive: Duration,
+}
+
+impl BackplaneConfig {
+    /// Parses `redis://[[user]:password@]host[:port][/db]` (the db number is ignored: pub/sub
+    /// channels are global to a Redis server). Other schemes (`rediss://`, `unix://`) are
+    /// [`io::ErrorKind::InvalidInput`].
+    pub fn from_url(url: &str) -> io::Result<BackplaneConfig> {
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{why}: {url}"));
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| bad("only redis:// URLs are supported"))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        let (auth, hostport) = match authority.rsplit_once('@') {
+            Some((cred, hp)) => {
+                let (user, pass) = cred.split_once(':').unwrap_or(("", cred));
+                let user = if user.is_empty() { "default" } else { user };
+                (Some((user.to_string(), pass.to_string())), hp)
+            }
+            None => (None, authority),
+        };
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(v6) => {
+                let (h, tail) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+                match tail.strip_prefix(':') {
+                    Some(p) => (h, p.parse().map_err(|_| bad("bad port"))?),
+                    None if tail.is_empty() => (h, 6379),
+                    None => return Err(bad("junk after ]")),
+                }
+            }
+            None => match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse().map_err(|_| bad("bad port"))?),
+                None => (hostport, 6379),
+            },
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(BackplaneConfig {
+            host: host.to_string(),
+            port,
+            auth,
+            channel_prefix: "wsloop:".to_string(),
+            queue_messages: 65_536,
+            queue_bytes: 64 << 20,
+            max_payload: 16 << 20,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
+            keepalive: Duration::from_secs(5),
+        })
+    }
+}
+
+/// A random 64-bit instance id: 8 bytes of `/dev/urandom`; if that cannot be read, std's
+/// `RandomState` (seeded from the OS) hashed with the pid and the time. Random rather than
+/// configured so that instances started from one template never collide: for n instances the
+/// chance of a clash is about n²/2⁶⁵. Zero is avoided so it can never look uninitialised.
+pub fn random_instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let id = match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            h.write_u128(now.map(|d| d.as_nanos()).unwrap_or(0));
+            h.finish()
+        }
+    };
+    id.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = BackplaneConfig::from_url("redis://127.0.0.1:6380/0").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.auth), ("127.0.0.1", 6380, None));
+        let c = BackplaneConfig::from_url("redis://cache.local").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("cache.local", 6379));
+        let c = BackplaneConfig::from_url("redis://:s3cret@h:1/").unwrap();
+        assert_eq!(c.auth, Some(("default".into(), "s3cret".into())));
+        let c = BackplaneConfig::from_url("redis://bob:pw@[::1]:7000").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 7000));
+        assert_eq!(c.auth, Some(("bob".into(), "pw".into())));
+        let c = BackplaneConfig::from_url("redis://[::1]").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 6379));
+        for bad in [
+            "rediss://h:1",
+            "http://h",
+            "redis://",
+            "redis://h:x",
+            "redis://h:70000",
+        ] {
+            let e = BackplaneConfig::from_url(bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn instance_ids_differ() {
+        let ids: std::collections::HashSet<u64> = (0..64).map(|_| random_instance_id()).collect();
+        assert_eq!(ids.len(), 64);
+    }
+}

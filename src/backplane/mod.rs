@@ -1,0 +1,357 @@
+//! A Redis pub/sub backplane: several wsloop instances act as one.
+//!
+//! A publish on any instance reaches the subscribers of every instance: each instance
+//! subscribes to the Redis channels of the topics its clients use, publishes its local
+//! publishes to Redis, and hands what Redis delivers to a `sink` that fans it out locally.
+//!
+//! # Shape
+//! ```text
+//! loop threads ──publish()──► bounded queue ──► writer thread ──┐
+//!              ──subscribe()─► topic counts ─┘  (batches, PING) │ one RESP3 TCP connection
+//!                                                               ▼
+//! sink(Incoming) ◄── reader thread (connect, back-off, read) ◄── Redis
+//! ```
+//! - **Two plain threads, no runtime.** The reader blocks in `read` and owns the connection's
+//!   life (connect, `HELLO 3`, back-off); the writer owns every byte written (publishes in
+//!   batches, `SUBSCRIBE`/`UNSUBSCRIBE`, keep-alive `PING`). A loop thread only takes a mutex
+//!   around a topic count or `try_send`s onto a bounded queue: it never waits on Redis.
+//! - **One connection, RESP3.** With `HELLO 3` a subscribed connection can still `PUBLISH`, so
+//!   one FIFO carries this instance's publishes: order per publisher holds by construction.
+//!   The RESP decoder is the `redis-protocol` crate, over our own socket, because the
+//!   reader/writer split needs a full-duplex socket; the `redis` crate's blocking `PubSub`
+//!   borrows one connection for both and can only poll with read time-outs.
+//! - **Channels** are `wsloop:<topic>` ([`BackplaneConfig::channel_prefix`]); messages carry a
+//!   20-byte header ([`envelope`]: instance id, sequence number, text flag) before the payload.
+//!   An instance drops its own messages (it delivered them locally already) and anything not
+//!   newer than the last message seen from that publisher.
+//! - **Outages.** When Redis goes away the reader logs it once (`warn`), retries with
+//!   exponential back-off (100 ms doubling to 5 s), and on success logs the recovery (`info`)
+//!   and the writer re-subscribes every topic. Publishes made while Redis is away are dropped
+//!   and counted ([`BackplaneStats::dropped_total`]); there is no replay (Redis pub/sub has
+//!   none either). Local delivery is the caller's and is not affected.
+//!
+//! # Wiring into the loops
+//! Make one [`Backplane`] per process, share it (`Arc`) between the loops. On a loop's first
+//! local subscriber of a topic call [`Backplane::subscribe`], on its last
+//! [`Backplane::unsubscribe`] (counts are kept per topic across the loops). On a local publish,
+//! fan out locally as usual and call [`Backplane::publish`]. The sink runs on the reader
+//! thread: it should hand each [`Incoming`] to every loop through the loops' cross-thread
+//! handle (the `Arc`s make that one refcount bump per loop) and return.
+
+mod config;
+pub mod envelope;
+mod reader;
+pub mod resp;
+mod writer;
+
+pub use config::{random_instance_id, BackplaneConfig};
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A message another instance published, as Redis delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The topic (the channel name without the prefix). Shared with the backplane's topic
+    /// table: cloning is a refcount bump.
+    pub topic: Arc<str>,
+    /// True for a text message (opcode 0x1), false for binary (0x2).
+    pub text: bool,
+    /// The message payload, shared so that several loops can take it without a copy.
+    pub payload: Arc<[u8]>,
+    /// Id of the instance that published it ([`Backplane::instance_id`] over there).
+    pub from: u64,
+}
+
+/// Counters of one [`Backplane`], all since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackplaneStats {
+    /// A Redis connection is up (answered `HELLO`).
+    pub connected: bool,
+    /// Connections established (the first one included).
+    pub connects_total: u64,
+    /// Connections established after a lost one.
+    pub reconnects_total: u64,
+    /// Publishes written to the Redis connection.
+    pub published_total: u64,
+    /// Messages handed to the sink.
+    pub received_total: u64,
+    /// Publishes dropped: Redis away, the queue full, or the payload over the limit. Messages
+    /// already written when Redis dies are lost without being counted here.
+    pub dropped_total: u64,
+    /// Own messages Redis sent back, dropped (they were delivered locally already).
+    pub own_echoes_total: u64,
+    /// Messages not newer than the last one from the same publisher, dropped (should stay 0).
+    pub out_of_order_total: u64,
+    /// Messages on our channels that are not wsloop envelopes, dropped.
+    pub malformed_total: u64,
+    /// Channels the live connection is subscribed to, as Redis last confirmed (0 when down).
+    pub subscriptions: u64,
+    /// Topics with at least one local subscriber.
+    pub topics: u64,
+}
+
+/// What the loops hand the writer thread.
+enum Cmd {
+    Publish {
+        topic: Box<str>,
+        text: bool,
+        payload: Vec<u8>,
+    },
+    /// Look at the topic table / connection slot again (or stop, if shutting down).
+    Wake,
+}
+
+/// The connection as the reader, the writer and the loops see it.
+struct Link {
+    /// Topic -> number of `subscribe` calls not yet undone.
+    desired: HashMap<Arc<str>, usize>,
+    /// Bumped on every established connection.
+    epoch: u64,
+    /// The reader holds a live connection of `epoch`.
+    up: bool,
+    /// The write half of the `epoch` connection, until the writer takes it.
+    fresh: Option<TcpStream>,
+    /// A handle on the live connection, to shut it down from `Drop`.
+    current: Option<TcpStream>,
+}
+
+#[derive(Default)]
+struct Counters {
+    connected: AtomicBool,
+    connects: AtomicU64,
+    reconnects: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    own_echoes: AtomicU64,
+    out_of_order: AtomicU64,
+    malformed: AtomicU64,
+    subscriptions: AtomicU64,
+}
+
+struct Shared {
+    cfg: BackplaneConfig,
+    instance: u64,
+    tag: String,
+    link: Mutex<Link>,
+    /// The topic table changed since the writer last reconciled.
+    topics_dirty: AtomicBool,
+    shutdown: AtomicBool,
+    counters: Counters,
+    /// Payload bytes in the queue.
+    queued_bytes: AtomicUsize,
+    tx: SyncSender<Cmd>,
+    /// Lets `Drop` cut the reader's back-off sleep short.
+    nap: (Mutex<()>, Condvar),
+}
+
+impl Shared {
+    fn link(&self) -> MutexGuard<'_, Link> {
+        // A panic elsewhere while holding the lock leaves counts that are still consistent.
+        self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Nudges the writer; a full queue means it is busy and will look at the flags anyway.
+    fn wake_writer(&self) {
+        let _ = self.tx.try_send(Cmd::Wake);
+    }
+
+    /// Sleeps `d` unless shutting down.
+    fn nap(&self, d: Duration) {
+        let guard = self.nap.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .nap
+            .1
+            .wait_timeout_while(guard, d, |_| !self.shutdown.load(Relaxed));
+    }
+}
+
+/// One process's link to Redis. `Send + Sync`: share it between loop threads in an `Arc`.
+/// Dropping it closes the connection and joins its two threads (at most about
+/// [`BackplaneConfig::io_timeout`] if one is inside a connect or a blocked write).
+pub struct Backplane {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Backplane {
+    /// [`BackplaneConfig::from_url`] then [`Backplane::start`].
+    pub fn connect(
+        url: &str,
+        sink: impl FnMut(Incoming) + Send + 'static,
+    ) -> io::Result<Backplane> {
+        Backplane::start(BackplaneConfig::from_url(url)?, sink)
+    }
+
+    /// Starts the reader and writer threads with a fresh random instance id. Returns at once:
+    /// the connection is made in the background (so an instance starts, and serves locally,
+    /// while Redis is down); watch [`BackplaneStats::connected`]. `sink` gets every message of
+    /// another instance on a subscribed topic, on the reader thread; it must not own this
+    /// `Backplane` (its threads would never be joined). Errors: spawning a thread failed.
+    pub fn start(
+        config: BackplaneConfig,
+        sink: impl FnMut(Incoming) + Send + 'static,
+    ) -> io::Result<Backplane> {
+        let instance = random_instance_id();
+        let (tx, rx) = sync_channel(config.queue_messages.max(1));
+        let shared = Arc::new(Shared {
+            tag: format!("{:08x}", instance >> 32),
+            cfg: config,
+            instance,
+            link: Mutex::new(Link {
+                desired: HashMap::new(),
+                epoch: 0,
+                up: false,
+                fresh: None,
+                current: None,
+            }),
+            topics_dirty: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            counters: Counters::default(),
+            queued_bytes: AtomicUsize::new(0),
+            tx,
+            nap: (Mutex::new(()), Condvar::new()),
+        });
+        let mut bp = Backplane {
+            shared: shared.clone(),
+            threads: Vec::new(),
+        };
+        let w = shared.clone();
+        bp.threads.push(
+            std::thread::Builder::new()
+                .name("wsloop-redis-w".into())
+                .spawn(move || writer::run(w, rx))?,
+        );
+        let sink: Box<dyn FnMut(Incoming) + Send> = Box::new(sink);
+        bp.threads.push(
+            std::thread::Builder::new()
+                .name("wsloop-redis-r".into())
+                .spawn(move || reader::run(shared, sink))?,
+        );
+        Ok(bp)
+    }
+
+    /// This instance's random 64-bit id, carried in every message it publishes.
+    pub fn instance_id(&self) -> u64 {
+        self.shared.instance
+    }
+
+    /// Eight hex digits (the id's high 32 bits) to make names unique across instances, e.g.
+    /// chat user `guest-7` becomes `guest-7-3fa9c1d2`. Needs no Redis round trip, so it works
+    /// while Redis is down; two of n instances share a tag with probability about n²/2³³.
+    pub fn instance_tag(&self) -> &str {
+        &self.shared.tag
+    }
+
+    /// Counts one more local interest in `topic`; on the first, the writer sends `SUBSCRIBE`
+    /// (now, or on the next connection). Takes a mutex, never waits on Redis.
+    pub fn subscribe(&self, topic: &str) {
+        let mut link = self.shared.link();
+        if let Some(n) = link.desired.get_mut(topic) {
+            *n += 1;
+            return;
+        }
+        link.desired.insert(Arc::from(topic), 1);
+        drop(link);
+        self.shared.topics_dirty.store(true, Relaxed);
+        self.shared.wake_writer();
+    }
+
+    /// Undoes one [`subscribe`](Backplane::subscribe); on the last, messages for `topic` stop
+    /// reaching the sink at once and the writer sends `UNSUBSCRIBE`. An unsubscribe without a
+    /// matching subscribe is ignored.
+    pub fn unsubscribe(&self, topic: &str) {
+        let mut link = self.shared.link();
+        match link.desired.get_mut(topic) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                link.desired.remove(topic);
+                drop(link);
+                self.shared.topics_dirty.store(true, Relaxed);
+                self.shared.wake_writer();
+            }
+            None => {}
+        }
+    }
+
+    /// Queues `payload` for every other instance subscribed to `topic`; copies it once.
+    /// Returns false, and counts a drop, if Redis is away, the queue is full or the payload is
+    /// over [`BackplaneConfig::max_payload`]. Never blocks.
+    pub fn publish(&self, topic: &str, text: bool, payload: &[u8]) -> bool {
+        let s = &self.shared;
+        let len = payload.len();
+        let room = s.cfg.queue_bytes.saturating_sub(len);
+        let fits = len <= s.cfg.max_payload
+            && s.queued_bytes
+                .fetch_update(Relaxed, Relaxed, |q| (q <= room).then_some(q + len))
+                .is_ok();
+        if !fits || !s.counters.connected.load(Relaxed) {
+            if fits {
+                s.queued_bytes.fetch_sub(len, Relaxed);
+            }
+            s.counters.dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        let cmd = Cmd::Publish {
+            topic: topic.into(),
+            text,
+            payload: payload.to_vec(),
+        };
+        match s.tx.try_send(cmd) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                s.queued_bytes.fetch_sub(len, Relaxed);
+                s.counters.dropped.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// A snapshot of the counters (for `/metrics`).
+    pub fn stats(&self) -> BackplaneStats {
+        let c = &self.shared.counters;
+        BackplaneStats {
+            connected: c.connected.load(Relaxed),
+            connects_total: c.connects.load(Relaxed),
+            reconnects_total: c.reconnects.load(Relaxed),
+            published_total: c.published.load(Relaxed),
+            received_total: c.received.load(Relaxed),
+            dropped_total: c.dropped.load(Relaxed),
+            own_echoes_total: c.own_echoes.load(Relaxed),
+            out_of_order_total: c.out_of_order.load(Relaxed),
+            malformed_total: c.malformed.load(Relaxed),
+            subscriptions: c.subscriptions.load(Relaxed),
+            topics: self.shared.link().desired.len() as u64,
+        }
+    }
+}
+
+impl Drop for Backplane {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.shutdown.store(true, Relaxed);
+        if let Some(conn) = s.link().current.take() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
+        {
+            let _guard = s.nap.0.lock().unwrap_or_else(|e| e.into_inner());
+            s.nap.1.notify_all();
+        }
+        s.wake_writer();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Backplane>();
+};
