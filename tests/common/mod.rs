@@ -672,7 +672,10 @@ pub fn expect_nothing_more(s: &mut TcpStream, after: &str) {
         rest.len(),
         String::from_utf8_lossy(&rest[..rest.len().min(300)])
     );
-    assert!(fin, "after {after}: connection reset instead of a clean close");
+    assert!(
+        fin,
+        "after {after}: connection reset instead of a clean close"
+    );
 }
 
 /// One response read from a buffered stream of pipelined responses: status,
@@ -793,6 +796,9 @@ pub fn echo_served_within(addr: SocketAddr, within: Duration) -> Duration {
     send(&mut s, &close_frame(Some(1000), b""));
     expect_close(&mut s, Some(1000));
     let took = t0.elapsed();
-    assert!(took < within, "fresh client took {took:?} (bound {within:?})");
+    assert!(
+        took < within,
+        "fresh client took {took:?} (bound {within:?})"
+    );
     took
 }
