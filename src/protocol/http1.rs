@@ -321,10 +321,11 @@ enum Chunk {
         size: u64,
         digits: u8,
     },
-    /// After the size: optional whitespace, then `;` extensions or CR.
+    /// After the size: optional whitespace, then `;` and extensions (`named`), then CR.
     Ext {
         size: u64,
         len: u32,
+        named: bool,
     },
     /// Expecting the LF of the size line.
     SizeLf {
@@ -451,15 +452,40 @@ fn step(chunk: Chunk, b: u8) -> Result<Option<Chunk>, HttpError> {
             None if digits == 0 => return bad,
             None => match b {
                 b'\r' => SizeLf { size },
-                b';' | b' ' | b'\t' => Ext { size, len: 1 },
+                b';' => Ext {
+                    size,
+                    len: 1,
+                    named: true,
+                },
+                b' ' | b'\t' => Ext {
+                    size,
+                    len: 1,
+                    named: false,
+                },
                 _ => return bad,
             },
         },
-        Ext { size, len } => match b {
+        Ext { size, len, named } => match b {
             b'\r' => SizeLf { size },
             b'\n' => return bad,
             _ if len >= MAX_CHUNK_METADATA => return bad,
-            _ => Ext { size, len: len + 1 },
+            // Before the `;` only whitespace (BWS): `1 2` is not a chunk size.
+            b';' => Ext {
+                size,
+                len: len + 1,
+                named: true,
+            },
+            b' ' | b'\t' => Ext {
+                size,
+                len: len + 1,
+                named,
+            },
+            _ if !named => return bad,
+            _ => Ext {
+                size,
+                len: len + 1,
+                named,
+            },
         },
         SizeLf { size } => match (b, size) {
             (b'\n', 0) => Trailer { line: 0, total: 0 },

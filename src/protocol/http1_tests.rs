@@ -161,7 +161,7 @@ fn consume_all(len: BodyLength, body: &[u8], step: usize, max: u64) -> Result<us
 
 #[test]
 fn chunked_bodies_end_exactly_where_they_should() {
-    let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\nGET /next";
+    let body = b"5\r\nhello\r\n1a ; ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\nGET /next";
     let end = body.len() - b"GET /next".len();
     for step in [1, 2, 3, 7, body.len()] {
         assert_eq!(
@@ -187,6 +187,7 @@ fn malformed_chunks_are_400() {
         b"5\r\nhello\n0\r\n\r\n",
         b"0000000000000001\r\n",
         b"0\r\nbare-lf\n",
+        b"1 2\r\nx\r\n",
     ] {
         let mut r = BodyReader::new(BodyLength::Chunked, 1 << 20)
             .unwrap()

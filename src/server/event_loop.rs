@@ -452,7 +452,10 @@ impl<H: Handler> Inner<H> {
             stream,
             generation: core.next_generation,
             flags: 0,
-            state: State::Http(Http::Head { scanned: 0 }),
+            state: State::Http(Http::Head {
+                scanned: 0,
+                sent: u32::MAX,
+            }),
             out: Default::default(),
             rx: Vec::new(),
             decoder: Decoder::new(Role::Server),

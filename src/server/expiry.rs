@@ -8,6 +8,8 @@ use super::connection::{flags, State};
 use super::core::Ctx;
 use super::event_loop::Inner;
 use super::handler::Handler;
+use super::http::Http;
+use super::socket_queue::{still_receiving, unsent_bytes};
 use crate::protocol::close;
 use crate::protocol::frame::OpCode;
 
@@ -45,6 +47,16 @@ impl<H: Handler> Inner<H> {
                     debug!("idle timeout (slot {idx})");
                     self.core
                         .start_close(idx, close::GOING_AWAY, "idle timeout");
+                }
+                State::Http(Http::Head { sent, .. }) if still_receiving(&c.stream, sent) => {
+                    // The previous response is still on its way to the client (it sat in
+                    // the socket buffers when the kernel took it): wait, while it moves.
+                    let q = unsent_bytes(&c.stream).unwrap_or(0);
+                    if let State::Http(Http::Head { sent, .. }) = &mut c.state {
+                        *sent = q;
+                    }
+                    let t = self.core.ticks.idle;
+                    self.core.set_deadline(idx, t);
                 }
                 _ => {
                     debug!("timeout in {:?} (slot {idx})", c.state);

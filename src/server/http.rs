@@ -8,8 +8,10 @@
 //!   pushed back whenever the kernel takes bytes of it. A slow but steady download is
 //!   never cut by the head's deadline.
 //! - A request body is read past (bounded by `max_request_body`) before the next head is
-//!   parsed, so it can never be taken for a request; framing errors are answered 400/413/
-//!   501 and the connection closed.
+//!   parsed, so it can never be taken for a request. Framing errors in the head are
+//!   answered 400/413/501 and the connection closed; a body that turns out malformed or
+//!   too large after its request was answered closes the connection without a second
+//!   response (which the client would take for the answer to its next request).
 //! - Pipelined requests are answered in order, parsed in place from the receive buffer;
 //!   at most [`MAX_REQUESTS_PER_TURN`] per connection per loop iteration, and none while
 //!   the connection's unsent output is above `max_backpressure` (reading stops until it
@@ -35,8 +37,11 @@ pub const MAX_REQUESTS_PER_TURN: u32 = 16;
 #[derive(Debug)]
 pub enum Http {
     /// Waiting for (the rest of) a request head; `scanned` is how far the search for its
-    /// end got, so a slow head is scanned once in total.
-    Head { scanned: u32 },
+    /// end got, so a slow head is scanned once in total. `sent` is the previous response's
+    /// bytes still in the kernel's send queue when the head's deadline last came
+    /// (`u32::MAX`: not looked yet): while the client is still receiving the previous
+    /// response, it cannot be blamed for not sending the next request.
+    Head { scanned: u32, sent: u32 },
     /// Reading past the body of a request that has been answered.
     Body(Box<BodyReader>),
     /// Streaming a file response; the next request waits in the kernel until it is done.
@@ -134,14 +139,20 @@ impl<H: Handler> Inner<H> {
                         if !reader.is_done() {
                             return (off, false);
                         }
-                        *http = Http::Head { scanned: 0 };
+                        *http = Http::Head {
+                            scanned: 0,
+                            sent: u32::MAX,
+                        };
                     }
                     Err(e) => {
-                        self.refuse(idx, e, false);
+                        // The request was answered already: a second response would be
+                        // taken for the answer to the next request. Close without one.
+                        debug!("request body (slot {idx}): {e}; closing");
+                        self.core.linger(idx);
                         return (buf.len(), false);
                     }
                 },
-                Http::Head { scanned } => {
+                Http::Head { scanned, .. } => {
                     if off == buf.len() {
                         return (off, false);
                     }
@@ -224,7 +235,10 @@ impl<H: Handler> Inner<H> {
                     return Next::Closed;
                 }
                 (None, Persist::KeepAlive, Some(reader)) => Http::Body(Box::new(reader)),
-                (None, Persist::KeepAlive, None) => Http::Head { scanned: 0 },
+                (None, Persist::KeepAlive, None) => Http::Head {
+                    scanned: 0,
+                    sent: u32::MAX,
+                },
             };
             self.core.conns[idx as usize].state = State::Http(next);
             let t = self.core.ticks.idle;
@@ -235,7 +249,7 @@ impl<H: Handler> Inner<H> {
         let upgrade = match validate_upgrade(&req, protocols) {
             Ok(u) => u,
             Err(e) => {
-                self.refuse(idx, e, false);
+                self.refuse(idx, e, head_only);
                 return Next::Closed;
             }
         };
@@ -320,9 +334,16 @@ impl<H: Handler> Inner<H> {
                 }
                 *http = match then {
                     Some(reader) => Http::Body(Box::new(reader)),
-                    None => Http::Head { scanned: 0 },
+                    None => Http::Head {
+                        scanned: 0,
+                        sent: u32::MAX,
+                    },
                 };
-                let t = core.ticks.handshake;
+                // The kernel has taken the last bytes, but megabytes may still sit in the
+                // socket buffers on their way to the client: the next request cannot come
+                // before they are read, so it gets the (longer) progress timeout, not the
+                // head's.
+                let t = core.ticks.idle.max(core.ticks.handshake);
                 core.set_deadline(idx, t);
                 // Input was held back while the file went out: read it now.
                 if core.conns[idx as usize].readable() {

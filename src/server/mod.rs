@@ -13,6 +13,7 @@ pub(crate) mod http;
 pub mod metrics;
 pub mod router;
 mod shutdown;
+mod socket_queue;
 pub(crate) mod static_files;
 pub(crate) mod timer;
 pub mod tls;

@@ -610,3 +610,195 @@ pub fn assert_alive(addr: SocketAddr) {
     send(&mut s, &close_frame(Some(1000), b""));
     expect_close(&mut s, Some(1000));
 }
+
+// ---------------------------------------------------------------------------------------
+// Plain-HTTP helpers (hostile_http.rs): HEAD responses, pipelined responses read through a
+// buffer, "nothing more before EOF", an RSS tracker with a chosen bound.
+// ---------------------------------------------------------------------------------------
+
+/// Reads one response to a HEAD request: the head only (whatever `Content-Length` says,
+/// a HEAD response has no body, RFC 9110 §9.3.2).
+pub fn read_head_response(s: &mut TcpStream) -> HttpResponse {
+    let head = read_http_head(s);
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "incomplete response head: {head:?}"
+    );
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
+    HttpResponse {
+        status,
+        head,
+        body: Vec::new(),
+    }
+}
+
+/// Reads until the peer closes. Returns the bytes that came first and whether the close
+/// was a clean FIN (false: reset). Panics on a read timeout: the peer kept it open.
+pub fn read_until_closed(s: &mut TcpStream) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "connection still open after the read timeout ({} bytes received): {:?}",
+                    got.len(),
+                    String::from_utf8_lossy(&got[..got.len().min(200)])
+                )
+            }
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// After a response that ends the connection: not one more byte, then a clean FIN.
+pub fn expect_nothing_more(s: &mut TcpStream, after: &str) {
+    let (rest, fin) = read_until_closed(s);
+    assert!(
+        rest.is_empty(),
+        "after {after}: {} unexpected bytes before the close: {:?}",
+        rest.len(),
+        String::from_utf8_lossy(&rest[..rest.len().min(300)])
+    );
+    assert!(
+        fin,
+        "after {after}: connection reset instead of a clean close"
+    );
+}
+
+/// One response read from a buffered stream of pipelined responses: status,
+/// `Content-Length`, `Connection` value, and the body (left empty for `head_only`).
+#[derive(Debug)]
+pub struct Piped {
+    pub status: u16,
+    pub content_length: usize,
+    pub connection: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads the next response from `r`; `Ok(None)` at a clean EOF before any byte of it.
+/// Every response must carry `Content-Length` (wsloop never sends chunked responses).
+pub fn read_piped<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<Option<Piped>> {
+    let mut line = Vec::new();
+    if r.read_until(b'\n', &mut line)? == 0 {
+        return Ok(None);
+    }
+    let status_line = String::from_utf8_lossy(&line).into_owned();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let (mut content_length, mut connection) = (None, String::new());
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            panic!("EOF inside a response head ({status_line:?})");
+        }
+        if line == b"\r\n" {
+            break;
+        }
+        let l = String::from_utf8_lossy(&line);
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                assert!(content_length.is_none(), "two Content-Length in a response");
+                content_length = Some(v.trim().parse::<usize>().expect("numeric length"));
+            } else if k.eq_ignore_ascii_case("connection") {
+                connection = v.trim().to_ascii_lowercase();
+            }
+        }
+    }
+    let content_length = content_length.expect("response without Content-Length");
+    let mut body = Vec::new();
+    if !head_only {
+        body.resize(content_length, 0);
+        r.read_exact(&mut body)?;
+    }
+    Ok(Some(Piped {
+        status,
+        content_length,
+        connection,
+        body,
+    }))
+}
+
+/// Tracks a process's VmRSS: baseline at creation, peak over `sample` calls, which
+/// assert the growth stays under `limit_kb`.
+pub struct RssBound {
+    pub pid: u32,
+    pub name: &'static str,
+    pub baseline: u64,
+    pub peak: u64,
+    pub limit_kb: u64,
+}
+
+impl RssBound {
+    pub fn new(server: &ServerProc, name: &'static str, limit_kb: u64) -> Self {
+        let baseline = server.rss_kb();
+        assert!(baseline > 0, "cannot read VmRSS of the server");
+        RssBound {
+            pid: server.pid(),
+            name,
+            baseline,
+            peak: baseline,
+            limit_kb,
+        }
+    }
+
+    pub fn sample(&mut self) -> u64 {
+        let now = proc_status_kb(self.pid, "VmRSS:");
+        self.peak = self.peak.max(now);
+        assert!(
+            self.peak - self.baseline < self.limit_kb,
+            "{}: server RSS grew from {} KiB to {} KiB (limit +{} KiB)",
+            self.name,
+            self.baseline,
+            self.peak,
+            self.limit_kb
+        );
+        now
+    }
+
+    /// Final check; prints the numbers (visible with `--nocapture`).
+    pub fn report(mut self) {
+        let end = self.sample();
+        println!(
+            "[{}] server VmRSS: baseline {} KiB, peak {} KiB (+{} KiB), end {} KiB; limit +{} KiB",
+            self.name,
+            self.baseline,
+            self.peak,
+            self.peak - self.baseline,
+            end,
+            self.limit_kb
+        );
+    }
+}
+
+/// A fresh client completes a WebSocket echo round trip and a clean close within
+/// `within` (generous: it only shows the loop is not stuck on someone else).
+pub fn echo_served_within(addr: SocketAddr, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    let mut s = raw_ws(addr);
+    send(&mut s, &text_frame(b"still served?"));
+    expect_message(&mut s, OP_TEXT, b"still served?");
+    send(&mut s, &close_frame(Some(1000), b""));
+    expect_close(&mut s, Some(1000));
+    let took = t0.elapsed();
+    assert!(
+        took < within,
+        "fresh client took {took:?} (bound {within:?})"
+    );
+    took
+}
