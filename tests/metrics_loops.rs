@@ -211,3 +211,127 @@ fn scrape_counts_echo_traffic_exactly() {
         refused(m) == refused0 + 1
     });
 }
+
+/// Connects clients one at a time until each of the two loops holds at least `each`
+/// of them (at most 64 tries); returns each client with its loop, read from which loop's
+/// `accepted_total` moved.
+fn clients_on_both_loops(
+    addr: SocketAddr,
+    scraper: &mut Scraper,
+    each: usize,
+) -> Vec<(Client, usize)> {
+    let accepted = |m: &Samples| [0, 1].map(|l| per_loop(m, "accepted_total", l));
+    let mut prev = accepted(&scraper.scrape());
+    let mut out: Vec<(Client, usize)> = Vec::new();
+    for _ in 0..64 {
+        let count = |l| out.iter().filter(|(_, x)| *x == l).count();
+        if count(0) >= each && count(1) >= each {
+            return out;
+        }
+        let c = Client::connect(addr);
+        let m = scraper.until("the new client's accept is published", |_, m| {
+            let now = accepted(m);
+            now[0] + now[1] == prev[0] + prev[1] + 1
+        });
+        let now = accepted(&m);
+        let l = if now[0] > prev[0] { 0 } else { 1 };
+        prev = now;
+        out.push((c, l));
+    }
+    panic!("64 connections never reached both loops ({each} each)");
+}
+
+#[test]
+fn broadcast_reaches_every_client_on_every_loop_once_in_order() {
+    const N: usize = 200;
+    let server = ServerProc::start("chat", &["--threads", "2", "--metrics"]);
+    let mut scraper = Scraper::new(server.addr);
+    let mut clients = clients_on_both_loops(server.addr, &mut scraper, 2);
+    let m = scraper.scrape();
+    assert!(per_loop(&m, "connections_open", 0) >= 2);
+    assert!(per_loop(&m, "connections_open", 1) >= 2);
+    // Three publishers spanning both loops: the first two of one loop, the first of the
+    // other.
+    let first = clients[0].1;
+    let mut publishers: Vec<usize> = (0..clients.len())
+        .filter(|&i| clients[i].1 == first)
+        .take(2)
+        .collect();
+    publishers.extend((0..clients.len()).find(|&i| clients[i].1 != first));
+    assert_eq!(publishers.len(), 3);
+
+    for seq in 0..N {
+        for (p, &i) in publishers.iter().enumerate() {
+            clients[i].0.send(&client_frame(
+                true,
+                OP_TEXT,
+                format!("p{p} {seq}").as_bytes(),
+            ));
+        }
+    }
+    // Each client reads until it has every publisher's N messages; join notices (in no
+    // set order across loops) are skipped, anything else fails.
+    for (ci, (c, l)) in clients.iter_mut().enumerate() {
+        let mut next = [0usize; 3];
+        let mut user_of: [Option<String>; 3] = Default::default();
+        while next.iter().any(|&n| n < N) {
+            let f = c.read();
+            assert_eq!(f.opcode, OP_TEXT);
+            let text = String::from_utf8(f.payload).unwrap();
+            if text.ends_with(" come in!") {
+                continue;
+            }
+            let (user, rest) = text
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("client {ci} (loop {l}): unexpected {text:?}"));
+            let (p, seq) = rest.split_once(' ').expect("p<k> <seq>");
+            let p: usize = p[1..].parse().unwrap();
+            let seq: usize = seq.parse().unwrap();
+            assert_eq!(
+                seq, next[p],
+                "client {ci} (loop {l}): publisher {p} out of order or repeated"
+            );
+            let u = user_of[p].get_or_insert_with(|| user.to_string());
+            assert_eq!(u, user, "publisher {p} under two names");
+            next[p] += 1;
+        }
+    }
+    // The counters agree with the clients: one publish per join notice and per message,
+    // each message delivered to every client (join notices to those subscribed by then).
+    let clients_n = clients.len() as u64;
+    let publishes = (3 * N) as u64 + clients_n;
+    scraper.until("publishes and deliveries counted", |_, m| {
+        get(m, "wsloop_publishes_total") == publishes
+            && get(m, "wsloop_deliveries_total") >= (3 * N) as u64 * clients_n
+            && get(m, "wsloop_deliveries_total") <= publishes * clients_n
+    });
+}
+
+#[test]
+fn sigterm_closes_clients_of_every_loop_with_1001() {
+    let mut server = ServerProc::start("echo", &["--threads", "2", "--metrics"]);
+    let mut scraper = Scraper::new(server.addr);
+    let clients = clients_on_both_loops(server.addr, &mut scraper, 2);
+    let n = clients.len();
+    let waiters: Vec<_> = clients
+        .into_iter()
+        .map(|(mut c, l)| {
+            thread::spawn(move || {
+                let code = read_close(&mut c.s);
+                // Complete the closing handshake, then the server closes TCP.
+                let _ = c.s.write_all(&close_frame(Some(1001), b""));
+                expect_eof(&mut c.s);
+                (code, l)
+            })
+        })
+        .collect();
+    let status = server
+        .terminate()
+        .expect("server exits within 20 s of SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    for w in waiters {
+        let (code, l) = w.join().expect("client thread");
+        assert_eq!(code, Some(1001), "client on loop {l}");
+    }
+    assert!(n >= 4);
+}
