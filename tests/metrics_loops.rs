@@ -152,7 +152,7 @@ fn scrape_counts_echo_traffic_exactly() {
     let ws_received: u64 = clients.iter().map(|c| c.received).sum();
 
     let d = |m: &Samples, s: &str| get(m, s) - get(&before, s);
-    let mut last = (0, 0, 0, 0, 0, 0);
+    let mut last = (0, 0, 0, 0, 0, 0, 0);
     scraper.until("exact traffic counts", |sc, m| {
         // This scrape's request has been read; its response is not written yet.
         let bytes_in = ws_sent + (sc.sent - sent0);
@@ -164,6 +164,7 @@ fn scrape_counts_echo_traffic_exactly() {
             d(m, "wsloop_sent_bytes_total"),
             d(m, "wsloop_accepted_total"),
             get(m, "wsloop_connections_open"),
+            get(m, "wsloop_buffered_bytes"),
         );
         let want = (
             (M * K) as u64,
@@ -172,6 +173,7 @@ fn scrape_counts_echo_traffic_exactly() {
             bytes_out,
             M as u64,
             M as u64 + 1, // the scraper
+            0,            // every echo and earlier response was taken by the kernel
         );
         if last != want {
             eprintln!("got {last:?}, want {want:?}");
@@ -334,4 +336,15 @@ fn sigterm_closes_clients_of_every_loop_with_1001() {
         assert_eq!(code, Some(1001), "client on loop {l}");
     }
     assert!(n >= 4);
+}
+
+#[test]
+fn without_the_flag_metrics_is_an_ordinary_static_path() {
+    let server = ServerProc::start("echo", &["--threads", "1"]);
+    let mut s = raw_connect(server.addr);
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    send(&mut s, req.as_bytes());
+    let r = read_http_response(&mut s);
+    assert_eq!(r.status, 404, "{}", r.head);
+    assert!(!String::from_utf8_lossy(&r.body).contains("wsloop_"));
 }
