@@ -86,6 +86,9 @@ struct Opts {
     /// others get 403. Without it every origin is accepted.
     #[arg(long = "allow-origin", global = true, value_name = "ORIGIN")]
     allow_origins: Vec<String>,
+    /// Serve Prometheus metrics (text format 0.0.4) at GET /metrics on the same port.
+    #[arg(long, global = true)]
+    metrics: bool,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -184,6 +187,7 @@ fn main() {
             o.www.or_else(default_www)
         },
         handle_signals: true,
+        metrics: o.metrics,
         ..Config::default()
     };
     if let Err(e) = config.validate() {

@@ -87,6 +87,10 @@ pub struct Config {
     pub www: Option<PathBuf>,
     /// Close gracefully (1001) on SIGINT/SIGTERM. Default `false`.
     pub handle_signals: bool,
+    /// Serve the Prometheus text exposition (format 0.0.4) of every loop's counters at
+    /// `GET /metrics` on the WebSocket listener. Default `false` (`/metrics` is then an
+    /// ordinary static path).
+    pub metrics: bool,
     /// Size in bytes of the one loop-wide receive buffer. In `4 KiB..=64 MiB`.
     /// Default 512 KiB.
     pub recv_buffer_size: usize,
@@ -110,6 +114,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             www: None,
             handle_signals: false,
+            metrics: false,
             recv_buffer_size: 512 << 10,
         }
     }

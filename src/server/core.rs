@@ -17,6 +17,7 @@ use super::connection::{flags, Conn, State};
 use super::fd_limit;
 use super::handle::{encode_frame, encode_shared, Command, ServerHandle};
 use super::handler::{ConnId, Payload, SendStatus};
+use super::metrics::LoopMetrics;
 use super::timer::{Entry, Wheel};
 use super::write_buffer::BufferPool;
 use crate::protocol::close;
@@ -101,6 +102,8 @@ pub(crate) struct Core {
     /// Publish encodes into this once per message.
     scratch: Vec<u8>,
     pub next_generation: u32,
+    /// This loop's counters: plain adds on the loop thread, published once per iteration.
+    pub metrics: LoopMetrics,
 }
 
 impl Core {
@@ -141,6 +144,7 @@ impl Core {
             topics: Topics::default(),
             scratch: Vec::new(),
             next_generation: 0,
+            metrics: LoopMetrics::default(),
         }
     }
 
@@ -194,6 +198,7 @@ impl Core {
     /// only what the kernel refuses is copied.
     pub fn queue_frame(&mut self, idx: u32, opcode: OpCode, payload: &[u8]) {
         let c = &mut self.conns[idx as usize];
+        let before = c.out.len();
         if payload.len() >= DIRECT_WRITE_MIN && c.out.is_empty() && !c.has(flags::WRITE_BLOCKED) {
             let mut h = [0u8; MAX_HEADER_LEN];
             let hl = encode_header(&mut h, true, opcode, payload.len() as u64, None);
@@ -201,6 +206,7 @@ impl Core {
             let iov = [IoSlice::new(&h[..hl]), IoSlice::new(payload)];
             // On WouldBlock, or an error the next flush reports: queue everything.
             let written = c.stream.write_vectored(&iov).unwrap_or_default();
+            self.metrics.bytes_out += written as u64;
             if written == total {
                 return;
             }
@@ -212,10 +218,12 @@ impl Core {
             } else {
                 out.extend_from_slice(&payload[written - hl..]);
             }
+            self.metrics.buffered_bytes += (c.out.len() - before) as u64;
             self.after_queue(idx);
             return;
         }
         write_server_frame(c.out.append(&mut self.pool), true, opcode, payload);
+        self.metrics.buffered_bytes += (c.out.len() - before) as u64;
         self.after_queue(idx);
     }
 
@@ -223,6 +231,7 @@ impl Core {
     pub fn queue_bytes(&mut self, idx: u32, bytes: &[u8]) {
         let c = &mut self.conns[idx as usize];
         c.out.append(&mut self.pool).extend_from_slice(bytes);
+        self.metrics.buffered_bytes += bytes.len() as u64;
         self.after_queue(idx);
     }
 
@@ -254,7 +263,11 @@ impl Core {
             return SendStatus::Closed;
         }
         if c.out.len() > limit {
+            self.metrics.dropped_sends += 1;
             return SendStatus::Dropped;
+        }
+        if matches!(opcode, OpCode::Text | OpCode::Binary) {
+            self.metrics.messages_out += 1;
         }
         self.queue_frame(idx, opcode, payload);
         if self.conns[idx as usize].out.len() > limit {
@@ -299,6 +312,7 @@ impl Core {
         let c = &mut self.conns[idx as usize];
         if c.has(flags::OPENED) {
             c.flags &= !flags::OPENED;
+            self.metrics.on_close(code);
             let id = ConnId {
                 index: idx,
                 generation: c.generation,
@@ -347,6 +361,7 @@ impl Core {
             self.notify_closed(idx, close::ABNORMAL, "");
         }
         let c = &mut self.conns[idx as usize];
+        self.metrics.on_discarded(c.out.len() as u64);
         c.out.release(&mut self.pool);
         self.pool.put(std::mem::take(&mut c.rx));
         self.to_free.push(idx);
@@ -412,7 +427,10 @@ impl Core {
     /// Returns whether its unsent bytes are within `max_backpressure` afterwards.
     fn flush_now(&mut self, idx: u32) -> bool {
         let c = &mut self.conns[idx as usize];
-        match c.out.flush(&mut c.stream, &mut self.pool) {
+        let before = c.out.len();
+        let result = c.out.flush(&mut c.stream, &mut self.pool);
+        self.metrics.on_written((before - c.out.len()) as u64);
+        match result {
             Ok(true) => c.flags &= !flags::WRITE_BLOCKED,
             Ok(false) => c.flags |= flags::WRITE_BLOCKED,
             // Reported again by the next flush, which releases the connection.
@@ -425,6 +443,7 @@ impl Core {
     /// on this loop and (through their mailboxes, at the end of the iteration) on every
     /// other loop. Returns the deliveries on this loop.
     pub fn publish(&mut self, topic: &str, opcode: OpCode, payload: &[u8]) -> usize {
+        self.metrics.publishes += 1;
         if self.outbox.len() > 1 {
             // Several loops: the bytes are shared with them, so encode into an Arc once.
             let frame = encode_frame(opcode, payload);
@@ -476,6 +495,9 @@ impl Core {
             self.queue_bytes(idx, frame);
             delivered += 1;
         }
+        self.metrics.deliveries += delivered as u64;
+        self.metrics.messages_out += delivered as u64;
+        self.metrics.slow_subscribers_closed += slow.len() as u64;
         // Subscriptions made by callbacks meanwhile are impossible (no callback ran), so
         // the list goes back as it was.
         self.topics.subscribers[t as usize] = subs;
@@ -500,8 +522,10 @@ impl Core {
         }
         let limit = self.config.max_backpressure;
         if c.out.len() > limit {
+            self.metrics.dropped_sends += 1;
             return SendStatus::Dropped;
         }
+        self.metrics.messages_out += 1;
         self.queue_bytes(id.index, frame);
         if self.conns[id.index as usize].out.len() > limit {
             SendStatus::Backpressure
@@ -526,6 +550,13 @@ impl Core {
         if let Some(out) = self.outbox.get_mut(conn.loop_id as usize) {
             out.push(cmd);
         }
+    }
+
+    /// Publishes this loop's counters for scrapers (relaxed stores, no read-modify-write).
+    pub fn publish_metrics(&mut self) {
+        self.metrics.connections_open = self.conns.len() as u64;
+        self.metrics
+            .publish(&self.handle.shared.metrics[self.loop_id as usize]);
     }
 
     /// Counts a connection freed (the process-wide count).

@@ -160,6 +160,7 @@ impl<H: Handler> Server<H> {
             shared: Arc::new(Shared {
                 links,
                 connections: AtomicUsize::new(0),
+                metrics: (0..threads).map(|_| Arc::default()).collect(),
             }),
         };
         Ok(Server {
@@ -348,6 +349,8 @@ impl<H: Handler> EventLoop<H> {
             }
             inner.continue_yielded(yielded);
             inner.end_of_iteration(now);
+            inner.core.metrics.on_iteration(now.elapsed());
+            inner.core.publish_metrics();
             if let Some(deadline) = inner.shutdown_deadline {
                 if inner.core.conns.is_empty() || now >= deadline {
                     inner.log_shutdown();
@@ -403,6 +406,10 @@ impl<H: Handler> Inner<H> {
                     // Out of descriptors: answer who is waiting with the spare one, then
                     // back off instead of spinning on the same readiness.
                     let refused = self.spare_fd.refuse_waiting(listener, &server_full());
+                    self.core.metrics.accepted += refused as u64;
+                    for _ in 0..refused {
+                        self.core.metrics.on_refused(503);
+                    }
                     if !self.emfile_logged {
                         warn!(
                             "accept: {e}; refused {refused} with 503, pausing accepts \
@@ -423,6 +430,7 @@ impl<H: Handler> Inner<H> {
 
     fn add_connection(&mut self, mut stream: TcpStream) {
         let core = &mut self.core;
+        core.metrics.accepted += 1;
         let open = core.handle.shared.connections.load(Ordering::Relaxed);
         let over = open >= core.max_connections;
         if over && open >= core.max_connections + core.reject_slack {
@@ -470,6 +478,7 @@ impl<H: Handler> Inner<H> {
         });
         if over {
             debug!("refusing connection (slot {idx}): HTTP 503, server full");
+            core.metrics.on_refused(503);
             core.queue_bytes(idx, &server_full());
             core.linger(idx);
         }
@@ -516,6 +525,7 @@ impl<H: Handler> Inner<H> {
                 }
                 Ok(n) => {
                     reads += 1;
+                    self.core.metrics.bytes_in += n as u64;
                     self.on_bytes(idx, n);
                     if n < room && !to_eof {
                         return;
@@ -598,6 +608,7 @@ impl<H: Handler> Inner<H> {
             Ok(done) => done,
             Err(e) => {
                 debug!("write (slot {idx}): {e}");
+                core.metrics.on_written((before - c.out.len()) as u64);
                 core.release(idx);
                 self.run_notices();
                 return;
@@ -607,6 +618,7 @@ impl<H: Handler> Inner<H> {
             c.flags |= flags::WRITE_BLOCKED;
         }
         let left = c.out.len();
+        core.metrics.on_written((before - left) as u64);
         if c.has(flags::ABOVE_LOW) && left <= core.config.low_watermark {
             c.flags &= !flags::ABOVE_LOW;
             core.resume(idx, flags::OUT_PAUSED);
@@ -710,6 +722,7 @@ impl<H: Handler> Inner<H> {
             // Closing the socket (dropping the stream) also removes it from epoll, so no
             // deregister syscall is needed.
             if let Some(mut c) = self.core.conns.try_remove(idx as usize) {
+                self.core.metrics.on_discarded(c.out.len() as u64);
                 c.out.release(&mut self.core.pool);
                 self.core.count_freed();
             }

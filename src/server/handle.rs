@@ -14,6 +14,7 @@ use mio::Waker;
 
 use super::core::Ctx;
 use super::handler::{ConnId, Payload};
+use super::metrics::LoopShared;
 use crate::protocol::frame::{write_server_frame, OpCode};
 
 /// A closure run on a loop's thread.
@@ -78,6 +79,8 @@ pub(crate) struct Shared {
     /// Open connections over all loops (`max_connections` holds for the process): one
     /// atomic add per accept and one subtract per close, never per message.
     pub connections: AtomicUsize,
+    /// Each loop's published counters, by loop number; read by `/metrics` scrapes.
+    pub metrics: Vec<Arc<LoopShared>>,
 }
 
 /// A handle to a running server, usable from any thread: publish to a topic, send to or

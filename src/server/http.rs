@@ -23,11 +23,15 @@ use super::connection::{flags, State};
 use super::core::Ctx;
 use super::event_loop::Inner;
 use super::handler::{Handler, Upgrade, UpgradeRequest};
+use super::metrics;
 use super::static_files::{self, FileBody};
 use crate::protocol::handshake::{validate_upgrade, write_accept_response};
 use crate::protocol::http1::{
-    find_head_end, parse_request, write_response, BodyReader, HttpError, Persist,
+    find_head_end, parse_request, write_response, BodyReader, HttpError, Persist, Request,
 };
+
+/// The media type of the Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Requests answered per connection per loop iteration before it yields to the others.
 pub const MAX_REQUESTS_PER_TURN: u32 = 16;
@@ -215,7 +219,11 @@ impl<H: Handler> Inner<H> {
             } else {
                 Persist::Close
             };
-            let resp = static_files::respond(&req, self.core.config.www.as_deref(), persist);
+            let resp = if self.core.config.metrics && req.path == "/metrics" {
+                self.metrics_response(&req, persist)
+            } else {
+                static_files::respond(&req, self.core.config.www.as_deref(), persist)
+            };
             debug!(
                 "{} {} (slot {idx}): {}",
                 req.method,
@@ -268,6 +276,7 @@ impl<H: Handler> Inner<H> {
                     "upgrade {} refused by the handler (slot {idx}): HTTP {status}",
                     req.path
                 );
+                self.core.metrics.on_refused(status);
                 let mut resp = Vec::new();
                 write_response(&mut resp, status, &[], b"refused\n", Persist::Close, false);
                 self.core.queue_bytes(idx, &resp);
@@ -291,9 +300,33 @@ impl<H: Handler> Inner<H> {
         Next::Upgraded
     }
 
+    /// `GET /metrics` (with `Config::metrics`): every loop's last published counters, this
+    /// loop's as of now, in the Prometheus text format 0.0.4; other methods get 405.
+    fn metrics_response(&mut self, req: &Request<'_>, persist: Persist) -> static_files::Response {
+        let mut bytes = Vec::new();
+        if !matches!(req.method, "GET" | "HEAD") {
+            let allow = [("Allow", "GET, HEAD")];
+            write_response(&mut bytes, 405, &allow, b"", persist, false);
+            return static_files::Response { bytes, body: None };
+        }
+        self.core.publish_metrics();
+        let mut text = String::with_capacity(8 << 10);
+        metrics::render(&self.core.handle.shared.metrics, &mut text);
+        write_response(
+            &mut bytes,
+            200,
+            &[("Content-Type", METRICS_CONTENT_TYPE)],
+            text.as_bytes(),
+            persist,
+            req.is_head(),
+        );
+        static_files::Response { bytes, body: None }
+    }
+
     /// Answers with the error's status and closes (after the client has the answer).
     fn refuse(&mut self, idx: u32, e: HttpError, head_only: bool) {
         debug!("refusing request (slot {idx}): {e}");
+        self.core.metrics.on_refused(e.status());
         let mut resp = Vec::new();
         e.write_response(&mut resp, head_only);
         self.core.queue_bytes(idx, &resp);
@@ -317,7 +350,10 @@ impl<H: Handler> Inner<H> {
         }
         match http {
             Http::File(s) if s.file.remaining > 0 => {
-                if s.file.refill(c.out.append(&mut core.pool)).is_err() {
+                let before = c.out.len();
+                let refilled = s.file.refill(c.out.append(&mut core.pool));
+                core.metrics.buffered_bytes += (c.out.len() - before) as u64;
+                if refilled.is_err() {
                     // The file shrank under us: the promised length cannot be honoured.
                     core.release(idx);
                     return;

@@ -179,6 +179,20 @@ impl LoopMetrics {
         self.closed_by_code[slot] += 1;
     }
 
+    /// Counts `n` bytes of a write buffer taken by the kernel: sent, and no longer
+    /// buffered.
+    #[inline]
+    pub fn on_written(&mut self, n: u64) {
+        self.bytes_out += n;
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(n);
+    }
+
+    /// Counts `n` unsent bytes dropped with their connection.
+    #[inline]
+    pub fn on_discarded(&mut self, n: u64) {
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(n);
+    }
+
     /// Counts a request answered with HTTP `status` instead of an upgrade.
     pub fn on_refused(&mut self, status: u16) {
         let slot = REFUSAL_STATUSES

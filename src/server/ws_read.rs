@@ -79,6 +79,9 @@ fn dispatch<H: Handler>(
     message: Message<'_>,
 ) {
     let id = core.id(idx);
+    if matches!(message, Message::Text(_) | Message::Binary(_)) {
+        core.metrics.messages_in += 1;
+    }
     // Data exists exactly while the connection is open (set on upgrade, taken by close).
     let (open, data) = match data {
         Some(d) if core.conns[idx as usize].is_open() => (true, Some(d)),
