@@ -62,7 +62,10 @@ fn listen_addr() -> SocketAddr {
         return SocketAddr::from(([127, 0, 0, 1], 0));
     };
     arg.parse()
-        .or_else(|_| arg.parse::<u16>().map(|p| SocketAddr::from(([127, 0, 0, 1], p))))
+        .or_else(|_| {
+            arg.parse::<u16>()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        })
         .unwrap_or_else(|_| panic!("usage: state [ADDR|PORT], got {arg:?}"))
 }
 

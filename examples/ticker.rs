@@ -53,7 +53,10 @@ fn main() -> std::io::Result<()> {
         None => SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(a) => a
             .parse()
-            .or_else(|_| a.parse::<u16>().map(|p| SocketAddr::from(([127, 0, 0, 1], p))))
+            .or_else(|_| {
+                a.parse::<u16>()
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            })
             .expect("usage: ticker COUNT [ADDR|PORT]"),
     };
     let config = Config {
