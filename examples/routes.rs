@@ -44,13 +44,15 @@ struct Session {
     messages: u64,
 }
 
-/// The token from `Authorization: Bearer T`, or else from the query's `token=T`.
+/// The token from `Authorization: Bearer T` (a header with another scheme: none), or
+/// else, without that header, from the query's `token=T`.
 fn token<'a>(req: &UpgradeRequest<'a>) -> Option<&'a str> {
-    if let Some(t) = req
-        .header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-    {
-        return Some(t.trim());
+    if let Some(v) = req.header("authorization") {
+        // The scheme name is case-insensitive (RFC 7235 §2.1).
+        return match v.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => Some(t.trim()),
+            _ => None,
+        };
     }
     query_param(req.query()?, "token")
 }

@@ -11,6 +11,7 @@
 //! order, with no gap unless a subscriber is too slow (then it is closed with 1008
 //! rather than buffered without bound).
 
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -86,7 +87,6 @@ fn main() -> std::io::Result<()> {
                 }
             }
             text.clear();
-            use std::fmt::Write;
             let _ = write!(text, "{n}");
             handle.publish(TOPIC, Payload::Text(&text));
         }

@@ -177,7 +177,7 @@ fn routes_check_origin_token_and_path() {
     ws.send(Message::text("two")).unwrap();
     assert_eq!(next_text(&mut ws), "ann #2: two");
     let mut ws2 = ex
-        .try_connect("/private", &[origin, ("Authorization", "Bearer secret")])
+        .try_connect("/private", &[origin, ("Authorization", "bearer secret")])
         .expect("bearer token accepted");
     ws2.send(Message::text("x")).unwrap();
     assert_eq!(next_text(&mut ws2), "anonymous #1: x");
