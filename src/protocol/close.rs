@@ -32,7 +32,9 @@ pub fn is_valid_code(code: u16) -> bool {
 /// A decoded close frame: code and UTF-8 reason. An empty payload has no code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseFrame<'a> {
+    /// The status code (RFC 6455 §7.4), `None` for an empty payload.
     pub code: Option<u16>,
+    /// The UTF-8 reason after the code (at most 123 bytes; empty if none).
     pub reason: &'a str,
 }
 

@@ -29,10 +29,15 @@ pub enum Role {
 /// A message or control frame, borrowed from the input or the decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
+    /// A whole text message, UTF-8 validated (RFC 6455 §8.1).
     Text(&'a str),
+    /// A whole binary message.
     Binary(&'a [u8]),
+    /// A ping's payload (at most 125 bytes, §5.5.2).
     Ping(&'a [u8]),
+    /// A pong's payload (at most 125 bytes, §5.5.3).
     Pong(&'a [u8]),
+    /// A close frame, its code and reason validated (§5.5.1).
     Close(CloseFrame<'a>),
     /// A permessage-deflate message (RFC 7692 §6: RSV1 on its first frame), whole and
     /// unmasked but still compressed, without the `00 00 ff ff` tail (§7.2.2). `text` is its
@@ -49,12 +54,20 @@ pub enum Message<'a> {
 pub enum Decoded<'a> {
     /// The slice holds no whole frame; at least `need` more bytes are required. Nothing
     /// was consumed or modified.
-    Incomplete { need: usize },
+    Incomplete {
+        /// Bytes still missing (a lower bound: the header may reveal more).
+        need: usize,
+    },
     /// A non-final fragment was consumed into the open message.
-    Fragment { consumed: usize },
+    Fragment {
+        /// Bytes of the input the fragment took.
+        consumed: usize,
+    },
     /// A frame was consumed and completed a message or was a control frame.
     Message {
+        /// Bytes of the input the frame took.
         consumed: usize,
+        /// The message, borrowed from the input or (when fragmented) the decoder.
         message: Message<'a>,
     },
 }
@@ -94,6 +107,7 @@ pub struct Decoder {
 const _: () = assert!(std::mem::size_of::<Decoder>() <= 24);
 
 impl Decoder {
+    /// A decoder for frames sent to `role` (a server decodes masked client frames).
     pub const fn new(role: Role) -> Self {
         Decoder {
             open: None,

@@ -7,17 +7,26 @@ use super::mask::apply_mask;
 /// The longest header: 2 bytes + 8 bytes of length + 4 bytes of mask.
 pub const MAX_HEADER_LEN: usize = 14;
 
+/// A frame's opcode (RFC 6455 §5.2); the reserved values are refused when parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpCode {
+    /// A later fragment of a text or binary message (§5.4).
     Continuation = 0x0,
+    /// The first (or only) frame of a text message.
     Text = 0x1,
+    /// The first (or only) frame of a binary message.
     Binary = 0x2,
+    /// Close (§5.5.1).
     Close = 0x8,
+    /// Ping (§5.5.2).
     Ping = 0x9,
+    /// Pong (§5.5.3).
     Pong = 0xA,
 }
 
 impl OpCode {
+    /// The opcode of the low 4 bits' value; reserved values (3-7, B-F) are a
+    /// protocol error (close 1002).
     #[inline]
     pub fn from_u8(v: u8) -> Result<OpCode, ProtocolError> {
         Ok(match v {
@@ -31,6 +40,7 @@ impl OpCode {
         })
     }
 
+    /// Close, ping and pong: control frames, at most 125 bytes and never fragmented.
     #[inline]
     pub fn is_control(self) -> bool {
         (self as u8) & 0x8 != 0
@@ -41,12 +51,17 @@ impl OpCode {
 /// `header_len` bytes after the start of the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// FIN: the last frame of its message.
     pub fin: bool,
     /// RSV1-3 as the low three bits (RSV1 = 0b100).
     pub rsv: u8,
+    /// The frame's opcode.
     pub opcode: OpCode,
+    /// The masking key, present on (and only on) client frames (§5.3).
     pub mask: Option<[u8; 4]>,
+    /// The declared payload length in bytes.
     pub payload_len: u64,
+    /// Bytes of the header itself (2 to [`MAX_HEADER_LEN`]).
     pub header_len: usize,
 }
 
@@ -55,8 +70,10 @@ pub struct FrameHeader {
 pub enum HeaderParse {
     /// At least `need` more bytes are required before the header can be read.
     Incomplete {
+        /// Bytes still missing.
         need: usize,
     },
+    /// The whole header is there.
     Complete(FrameHeader),
 }
 

@@ -35,6 +35,7 @@ fn sequence_len(lead: u8) -> usize {
 }
 
 impl Utf8Validator {
+    /// A validator at the start of a message (no partial character pending).
     pub const fn new() -> Self {
         Utf8Validator {
             partial: [0; 4],

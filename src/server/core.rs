@@ -602,10 +602,12 @@ impl Ctx<'_> {
         }
     }
 
+    /// [`Ctx::send`] of a text message.
     pub fn send_text(&mut self, conn: ConnId, text: &str) -> SendStatus {
         self.send(conn, Payload::Text(text))
     }
 
+    /// [`Ctx::send`] of a binary message.
     pub fn send_binary(&mut self, conn: ConnId, data: &[u8]) -> SendStatus {
         self.send(conn, Payload::Binary(data))
     }
@@ -649,18 +651,22 @@ impl Ctx<'_> {
         }
     }
 
+    /// Reads the connection again after [`Ctx::pause`].
     pub fn resume(&mut self, conn: ConnId) {
         if let Some(idx) = self.core.slot(conn) {
             self.core.resume(idx, flags::PAUSED);
         }
     }
 
+    /// Subscribes `conn` to `topic` (exact match); false if it was already subscribed
+    /// or is not open.
     pub fn subscribe(&mut self, conn: ConnId, topic: &str) -> bool {
         self.core
             .slot(conn)
             .is_some_and(|idx| self.core.subscribe(idx, topic))
     }
 
+    /// Unsubscribes `conn` from `topic`; false if it was not subscribed.
     pub fn unsubscribe(&mut self, conn: ConnId, topic: &str) -> bool {
         self.core
             .slot(conn)

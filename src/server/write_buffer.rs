@@ -12,11 +12,13 @@ pub struct WriteBuffer {
 
 impl WriteBuffer {
     /// Unsent bytes (the browser's `bufferedAmount`).
+    /// Unsent bytes.
     #[inline]
     pub fn len(&self) -> usize {
         self.buf.len() - self.head
     }
 
+    /// Whether every byte was sent.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.buf.len() == self.head
@@ -80,11 +82,13 @@ const POOL_MAX_BUFFERS: usize = 256;
 const POOL_MAX_CAPACITY: usize = 64 << 10;
 
 impl BufferPool {
+    /// A spare buffer (empty, maybe with capacity), or a new one.
     #[inline]
     pub fn take(&mut self) -> Vec<u8> {
         self.spare.pop().unwrap_or_default()
     }
 
+    /// Returns a buffer for reuse; kept only if small enough and the pool not full.
     #[inline]
     pub fn put(&mut self, mut buf: Vec<u8>) {
         if buf.capacity() == 0
