@@ -44,7 +44,9 @@ pub enum Message<'a> {
     /// opcode; UTF-8 is checked after inflating. Only produced after
     /// [`Decoder::set_permessage_deflate`]`(true)`.
     Compressed {
+        /// Whether the message is text (validated after inflating, not here).
         text: bool,
+        /// The compressed payload, unmasked, fragments joined.
         data: &'a [u8],
     },
 }

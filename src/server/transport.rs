@@ -86,7 +86,9 @@ impl std::error::Error for TlsFailure {}
 /// connections pay one tag, and their reads and writes are direct socket calls.
 #[derive(Debug)]
 pub enum Transport {
+    /// A plain TCP socket: reads and writes go straight to it.
     Plain(TcpStream),
+    /// TLS over TCP, through rustls.
     Tls(Box<TlsStream>),
 }
 
@@ -120,6 +122,7 @@ impl Transport {
         }
     }
 
+    /// Whether this is a TLS connection.
     #[inline]
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))

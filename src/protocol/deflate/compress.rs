@@ -149,6 +149,7 @@ pub struct SharedCompressors {
 }
 
 impl SharedCompressors {
+    /// No compressor yet; one per window size is made on first use.
     pub fn new(cfg: DeflateConfig) -> Self {
         SharedCompressors {
             cfg,

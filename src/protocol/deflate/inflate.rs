@@ -182,7 +182,9 @@ impl Inflater {
 /// An inflated message, borrowed from the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inflated<'a> {
+    /// Inflated text, valid UTF-8.
     Text(&'a str),
+    /// Inflated binary data.
     Binary(&'a [u8]),
 }
 
