@@ -254,7 +254,7 @@ describe('echo', () => {
 describe('chat', () => {
   let url;
   before(async () => {
-    ({ url } = await startServer('chat'));
+    ({ url } = await startServer('chat', '--threads', '1')); // one global order across clients
   });
   after(killServers);
 

@@ -309,7 +309,7 @@ async def join(url):
 
 
 def test_chat_sizes_and_binary_relay():
-    url = server("chat").url
+    url = server("chat", "--threads", "1").url  # one global order across clients
 
     async def go():
         a, na = await join(url)
@@ -410,7 +410,7 @@ def have_node():
 
 def test_chat_broadcast_across_python_and_node_clients():
     assert have_node(), "node and tests/node/node_modules/ws are needed"
-    url = server("chat").url
+    url = server("chat", "--threads", "1").url  # one global order across clients
 
     async def go():
         p1, n1 = await join(url)
