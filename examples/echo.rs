@@ -8,9 +8,9 @@
 //! backpressure handling (pause reading while the output is above the limit); this is
 //! the smallest handler that works.
 
-use std::net::SocketAddr;
-
 use wsloop::{Config, ConnId, Ctx, Handler, Payload, Server, Upgrade, UpgradeRequest};
+
+mod common;
 
 /// No state at all: each loop gets a clone.
 #[derive(Clone)]
@@ -29,22 +29,9 @@ impl Handler for Echo {
     }
 }
 
-/// `ADDR` or `PORT` (on 127.0.0.1) from the first argument; a free port otherwise.
-fn listen_addr() -> SocketAddr {
-    let Some(arg) = std::env::args().nth(1) else {
-        return SocketAddr::from(([127, 0, 0, 1], 0));
-    };
-    arg.parse()
-        .or_else(|_| {
-            arg.parse::<u16>()
-                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-        })
-        .unwrap_or_else(|_| panic!("usage: echo [ADDR|PORT], got {arg:?}"))
-}
-
 fn main() -> std::io::Result<()> {
     let config = Config {
-        listen: listen_addr(),
+        listen: common::listen_addr(std::env::args().nth(1), "usage: echo [ADDR|PORT]"),
         ..Config::default()
     };
     let server = Server::bind(config, Echo)?;

@@ -11,28 +11,14 @@
 //!   its data is a session (who, how many messages), replies `NAME #N: text`;
 //! - any other path → 404 (no fallback route).
 
-use std::net::SocketAddr;
-
+use wsloop::apps::echo::Echo;
 use wsloop::server::Router;
 use wsloop::{Config, ConnId, Ctx, Handler, Payload, Server, Upgrade, UpgradeRequest};
 
+mod common;
+
 const ALLOWED_ORIGIN: &str = "http://localhost:8080";
 const TOKEN: &str = "secret";
-
-/// `/echo`: stateless.
-struct Echo;
-
-impl Handler for Echo {
-    type Data = ();
-
-    fn upgrade(&mut self, _req: &UpgradeRequest<'_>) -> Upgrade<()> {
-        Upgrade::Accept(())
-    }
-
-    fn message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), msg: Payload<'_>) {
-        ctx.send(conn, msg);
-    }
-}
 
 /// `/private`: authenticated sessions.
 struct Private;
@@ -89,29 +75,17 @@ impl Handler for Private {
     }
 }
 
-/// `ADDR` or `PORT` (on 127.0.0.1) from the first argument; a free port otherwise.
-fn listen_addr() -> SocketAddr {
-    let Some(arg) = std::env::args().nth(1) else {
-        return SocketAddr::from(([127, 0, 0, 1], 0));
-    };
-    arg.parse()
-        .or_else(|_| {
-            arg.parse::<u16>()
-                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-        })
-        .unwrap_or_else(|_| panic!("usage: routes [ADDR|PORT], got {arg:?}"))
-}
-
 fn main() -> std::io::Result<()> {
     let config = Config {
-        listen: listen_addr(),
+        listen: common::listen_addr(std::env::args().nth(1), "usage: routes [ADDR|PORT]"),
         ..Config::default()
     };
     // A Router is not Clone (its routes are boxed), so each loop builds its own.
     let server = Server::bind_with(config, |_loop_id| {
         Router::new()
             .allow_origins(&[ALLOWED_ORIGIN])
-            .route("/echo", Echo)
+            // `/echo`: the bundled, stateless echo handler.
+            .route("/echo", Echo::default())
             .route("/private", Private)
     })?;
     println!("listening on {}", server.local_addr());

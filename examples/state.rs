@@ -8,10 +8,11 @@
 //! Every 500 ms each connection also gets `tick T (N messages)` from its own timer, which
 //! stops by itself when the connection closes.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use wsloop::{Config, ConnId, Ctx, Handler, Payload, Server, Upgrade, UpgradeRequest};
+
+mod common;
 
 const TICK: Duration = Duration::from_millis(500);
 
@@ -56,22 +57,9 @@ impl Handler for Counting {
     }
 }
 
-/// `ADDR` or `PORT` (on 127.0.0.1) from the first argument; a free port otherwise.
-fn listen_addr() -> SocketAddr {
-    let Some(arg) = std::env::args().nth(1) else {
-        return SocketAddr::from(([127, 0, 0, 1], 0));
-    };
-    arg.parse()
-        .or_else(|_| {
-            arg.parse::<u16>()
-                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-        })
-        .unwrap_or_else(|_| panic!("usage: state [ADDR|PORT], got {arg:?}"))
-}
-
 fn main() -> std::io::Result<()> {
     let config = Config {
-        listen: listen_addr(),
+        listen: common::listen_addr(std::env::args().nth(1), "usage: state [ADDR|PORT]"),
         ..Config::default()
     };
     let server = Server::bind(config, Counting)?;

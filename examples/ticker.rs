@@ -12,11 +12,12 @@
 //! rather than buffered without bound).
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wsloop::{Config, ConnId, Ctx, Handler, Payload, Server, Upgrade, UpgradeRequest};
+
+mod common;
 
 const TOPIC: &str = "ticker";
 /// Messages per pacing step: 100 per millisecond ≈ 100 000 per second.
@@ -50,16 +51,7 @@ fn main() -> std::io::Result<()> {
         Some(a) => a.parse().expect("usage: ticker COUNT [ADDR|PORT]"),
         None => 1_000_000,
     };
-    let listen = match args.next() {
-        None => SocketAddr::from(([127, 0, 0, 1], 0)),
-        Some(a) => a
-            .parse()
-            .or_else(|_| {
-                a.parse::<u16>()
-                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            })
-            .expect("usage: ticker COUNT [ADDR|PORT]"),
-    };
+    let listen = common::listen_addr(args.next(), "usage: ticker COUNT [ADDR|PORT]");
     let config = Config {
         listen,
         // A subscriber may fall a few seconds behind at this rate (~10 bytes a message)

@@ -100,14 +100,21 @@ fn default_www() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_dir())
 }
 
-fn run<H: Handler + Clone + Send>(
-    config: Config,
-    handler: H,
+/// Prints the start-up line and runs the bound server. A busy port ends the process with
+/// a message saying how to choose another.
+fn serve<H: Handler + Send>(
+    listen: SocketAddr,
+    bound: std::io::Result<Server<H>>,
     mode: &str,
     page: &str,
 ) -> std::io::Result<()> {
-    let listen = config.listen;
-    let server = bound(listen, Server::bind(config, handler))?;
+    let server = match bound {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("error: {}", cli_args::busy_port_message(listen));
+            std::process::exit(1);
+        }
+        r => r?,
+    };
     let addr = server.local_addr();
     // The one start-up line on stdout (scripts and tests read the port from it).
     println!("wsloop {mode} listening on {addr}");
@@ -119,42 +126,10 @@ fn run<H: Handler + Clone + Send>(
     server.run()
 }
 
-/// Builds each loop's handler, behind an Origin allow-list when one is given.
-fn routed(
-    origins: &[String],
-    factory: impl Fn() -> Router + Send + Sync + 'static,
-) -> impl Fn(usize) -> Router {
+/// Each loop's handler: a router built by `factory`, behind the Origin allow-list.
+fn routed(origins: &[String], factory: impl Fn() -> Router) -> impl Fn(usize) -> Router {
     let origins = origins.to_vec();
     move |_| factory().allow_origins(&origins)
-}
-
-/// A busy port ends the process with a message saying how to choose another.
-fn bound<T>(listen: SocketAddr, r: std::io::Result<T>) -> std::io::Result<T> {
-    match r {
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            eprintln!("error: {}", cli_args::busy_port_message(listen));
-            std::process::exit(1);
-        }
-        r => r,
-    }
-}
-
-fn run_routed(
-    config: Config,
-    factory: impl Fn(usize) -> Router,
-    mode: &str,
-    page: &str,
-) -> std::io::Result<()> {
-    let listen = config.listen;
-    let server = bound(listen, Server::bind_with(config, factory))?;
-    let addr = server.local_addr();
-    println!("wsloop {mode} listening on {addr}");
-    let _ = std::io::stdout().flush();
-    log::info!(
-        "{mode} server on ws://{addr}/ with {} loop(s) (demo page: http://{addr}{page})",
-        server.loops()
-    );
-    server.run()
 }
 
 fn main() {
@@ -200,6 +175,7 @@ fn main() {
     }
     let origins = o.allow_origins;
     let chat = Chat::default();
+    let listen = config.listen;
     let result = match cli.mode {
         Mode::Demo => {
             let f = routed(&origins, move || {
@@ -207,18 +183,23 @@ fn main() {
                     .route("/chat", chat.clone())
                     .route("/echo", Echo::default())
             });
-            run_routed(config, f, "demo", "/")
+            serve(listen, Server::bind_with(config, f), "demo", "/")
         }
         // Without an allow-list the plain handlers run, as the benchmarks measure them.
-        Mode::Echo if origins.is_empty() => run(config, Echo::default(), "echo", "/echo.html"),
-        Mode::Chat if origins.is_empty() => run(config, chat, "chat", "/"),
+        Mode::Echo if origins.is_empty() => serve(
+            listen,
+            Server::bind(config, Echo::default()),
+            "echo",
+            "/echo.html",
+        ),
+        Mode::Chat if origins.is_empty() => serve(listen, Server::bind(config, chat), "chat", "/"),
         Mode::Echo => {
             let f = routed(&origins, || Router::new().fallback(Echo::default()));
-            run_routed(config, f, "echo", "/echo.html")
+            serve(listen, Server::bind_with(config, f), "echo", "/echo.html")
         }
         Mode::Chat => {
             let f = routed(&origins, move || Router::new().fallback(chat.clone()));
-            run_routed(config, f, "chat", "/")
+            serve(listen, Server::bind_with(config, f), "chat", "/")
         }
     };
     if let Err(e) = result {

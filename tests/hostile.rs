@@ -23,52 +23,9 @@ const SERVED_WITHIN: Duration = Duration::from_secs(10);
 
 // ----------------------------------------------------------------------------- helpers
 
-/// Tracks the server's VmRSS: baseline at creation, peak over `sample` calls.
-struct Mem {
-    pid: u32,
-    name: &'static str,
-    baseline: u64,
-    peak: u64,
-}
-
-impl Mem {
-    fn new(server: &ServerProc, name: &'static str) -> Self {
-        let baseline = server.rss_kb();
-        assert!(baseline > 0, "cannot read VmRSS of the server");
-        Mem {
-            pid: server.pid(),
-            name,
-            baseline,
-            peak: baseline,
-        }
-    }
-
-    fn sample(&mut self) -> u64 {
-        let now = proc_status_kb(self.pid, "VmRSS:");
-        self.peak = self.peak.max(now);
-        assert!(
-            self.peak - self.baseline < RSS_GROWTH_LIMIT_KB,
-            "{}: server RSS grew from {} KiB to {} KiB",
-            self.name,
-            self.baseline,
-            self.peak
-        );
-        now
-    }
-
-    /// Final check; prints the numbers (visible with `--nocapture`).
-    fn report(mut self) {
-        let end = self.sample();
-        println!(
-            "[{}] server VmRSS: baseline {} KiB, peak {} KiB (+{} KiB), end {} KiB; limit +{} KiB",
-            self.name,
-            self.baseline,
-            self.peak,
-            self.peak - self.baseline,
-            end,
-            RSS_GROWTH_LIMIT_KB
-        );
-    }
+/// The server's VmRSS tracker with this suite's growth limit.
+fn mem_bound(server: &ServerProc, name: &'static str) -> RssBound {
+    RssBound::new(server, name, RSS_GROWTH_LIMIT_KB)
 }
 
 /// A fresh client completes an echo round trip and a clean close; returns the time taken.
@@ -251,7 +208,7 @@ fn close_code(p: &[u8]) -> u16 {
 #[test]
 fn slowloris_handshake_closed_at_deadline() {
     let mut server = ServerProc::start("echo", &["--handshake-timeout", "2"]);
-    let mut mem = Mem::new(&server, "slowloris");
+    let mut mem = mem_bound(&server, "slowloris");
     let mut s = raw_connect(server.addr);
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -302,8 +259,8 @@ fn slowloris_handshake_closed_at_deadline() {
 fn header_floods_get_431() {
     let mut server = ServerProc::start("echo", &[]);
     let mut big = ServerProc::start("echo", &["--max-header-size", "1000000"]);
-    let mut mem = Mem::new(&server, "header floods (8 KiB limit)");
-    let mut mem_big = Mem::new(&big, "header floods (1 MB limit)");
+    let mut mem = mem_bound(&server, "header floods (8 KiB limit)");
+    let mut mem_big = mem_bound(&big, "header floods (1 MB limit)");
 
     let huge_value = upgrade_request(
         server.addr,
@@ -348,7 +305,7 @@ fn header_floods_get_431() {
 fn pathological_subprotocol_headers_answered_quickly() {
     let mut server = ServerProc::start("echo", &[]);
     let mut big = ServerProc::start("echo", &["--max-header-size", "1000000"]);
-    let mut mem = Mem::new(&big, "subprotocol commas (1 MB limit)");
+    let mut mem = mem_bound(&big, "subprotocol commas (1 MB limit)");
     let cases: Vec<(&ServerProc, String, Option<&str>)> = vec![
         (&server, format!("{}echo", ",".repeat(7800)), Some("echo")),
         (&server, ", ".repeat(3900), None),
@@ -396,7 +353,7 @@ fn pathological_subprotocol_headers_answered_quickly() {
 fn huge_declared_lengths_closed_without_allocating() {
     let mut server = ServerProc::start("echo", &[]);
     echo_round_trip(server.addr); // warm up
-    let mut mem = Mem::new(&server, "huge declared length");
+    let mut mem = mem_bound(&server, "huge declared length");
     let mask = [1, 2, 3, 4];
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("2^40", client_header(0x82, 1 << 40, mask), 1009),
@@ -443,7 +400,7 @@ fn huge_declared_lengths_closed_without_allocating() {
 fn ping_flood_without_reading_pongs() {
     let mut server = ServerProc::start("echo", &[]);
     echo_round_trip(server.addr);
-    let mut mem = Mem::new(&server, "ping flood");
+    let mut mem = mem_bound(&server, "ping flood");
     let mut s = raw_ws(server.addr);
     s.set_nonblocking(true).unwrap();
     const PINGS: u32 = 200_000;
@@ -519,7 +476,7 @@ fn ping_flood_without_reading_pongs() {
 fn echo_client_that_never_reads() {
     let mut server = ServerProc::start("echo", &[]);
     echo_round_trip(server.addr);
-    let mut mem = Mem::new(&server, "echo, client never reads");
+    let mut mem = mem_bound(&server, "echo, client never reads");
     let mut s = raw_ws(server.addr);
     s.set_nonblocking(true).unwrap();
     const MSG: usize = 64 << 10;
@@ -615,7 +572,7 @@ fn rst_in_the_middle_of_a_frame() {
     );
     let base_fds = server.fd_count();
     echo_round_trip(server.addr);
-    let mut mem = Mem::new(&server, "RST");
+    let mut mem = mem_bound(&server, "RST");
     for round in 0..20 {
         // Half of a 1000-byte frame.
         let mut s = raw_ws(server.addr);
@@ -682,7 +639,7 @@ fn thousands_of_abandoned_connections_leak_no_fds() {
     );
     let base_fds = server.fd_count();
     echo_round_trip(server.addr);
-    let mut mem = Mem::new(&server, "3 000 abandoned connections");
+    let mut mem = mem_bound(&server, "3 000 abandoned connections");
     const N: usize = 3000;
     let t0 = Instant::now();
     let mut conns = Vec::with_capacity(N);
@@ -748,7 +705,7 @@ fn half_open_handshake_flood() {
     let mut server = ServerProc::start("echo", &["--handshake-timeout", "2"]);
     let base_fds = server.fd_count();
     echo_round_trip(server.addr);
-    let mut mem = Mem::new(&server, "half-open handshakes");
+    let mut mem = mem_bound(&server, "half-open handshakes");
     const N: usize = 1000;
     let mut conns = Vec::with_capacity(N);
     let t0 = Instant::now();
@@ -790,7 +747,7 @@ fn half_open_handshake_flood() {
 #[test]
 fn bytes_pipelined_behind_the_handshake() {
     let mut server = ServerProc::start("echo", &[]);
-    let mut mem = Mem::new(&server, "pipelined");
+    let mut mem = mem_bound(&server, "pipelined");
     let mut bytes = upgrade_request(server.addr, "Sec-WebSocket-Protocol: echo\r\n").into_bytes();
     bytes.extend(client_frame(true, 1, b"one"));
     bytes.extend(client_frame(false, 2, b"tw"));
@@ -903,7 +860,7 @@ impl Collector {
 fn chat_subscriber_that_never_reads_is_closed() {
     // One loop: the test counts exact join notices, which across loops depend on timing.
     let mut server = ServerProc::start("chat", &["--max-backpressure", "65536", "--threads", "1"]);
-    let mut mem = Mem::new(&server, "chat slow subscriber");
+    let mut mem = mem_bound(&server, "chat slow subscriber");
     // user1: the publisher; user2, user3: readers; user4: never reads.
     let mut publisher = raw_ws(server.addr);
     let mut pc = Collector::spawn(&publisher);
@@ -1075,7 +1032,7 @@ fn half_closing_peers_get_what_they_are_owed() {
         ],
     );
     let base_fds = server.fd_count();
-    let mem = Mem::new(&server, "half-closing peers");
+    let mem = mem_bound(&server, "half-closing peers");
     let exchange = |request: &[u8]| -> Vec<u8> {
         let mut s = raw_connect(server.addr);
         s.write_all(request).unwrap();

@@ -233,12 +233,7 @@ fn spawn_logged(
         let st = child.wait().expect("wait");
         return Err(st);
     }
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
+    let addr = startup_addr(&line);
     Ok((ServerProc { child, addr }, log))
 }
 
@@ -713,6 +708,14 @@ fn connect_small_rcvbuf(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Asks for `/slow.bin` and reads the 200 head; returns its `Content-Length`.
+fn request_slow_bin(s: &mut TcpStream) -> usize {
+    send(s, b"GET /slow.bin HTTP/1.1\r\nHost: h\r\n\r\n");
+    let head = read_head_response(s);
+    assert_eq!(head.status, 200, "{}", head.head);
+    head.header("content-length").unwrap().parse().unwrap()
+}
+
 fn slow_download_server(dir: &TempWww) -> ServerProc {
     ServerProc::start(
         "echo",
@@ -741,10 +744,7 @@ fn slow_download_is_not_cut_by_the_handshake_deadline() {
     );
     let mut server = slow_download_server(&dir);
     let mut s = connect_small_rcvbuf(server.addr);
-    send(&mut s, b"GET /slow.bin HTTP/1.1\r\nHost: h\r\n\r\n");
-    let head = read_head_response(&mut s);
-    assert_eq!(head.status, 200, "{}", head.head);
-    let len: usize = head.header("content-length").unwrap().parse().unwrap();
+    let len = request_slow_bin(&mut s);
     assert_eq!(len, data.len());
     send(
         &mut s,
@@ -776,10 +776,7 @@ fn next_request_after_a_slow_download_is_served() {
     );
     let mut server = slow_download_server(&dir);
     let mut s = raw_connect(server.addr);
-    send(&mut s, b"GET /slow.bin HTTP/1.1\r\nHost: h\r\n\r\n");
-    let head = read_head_response(&mut s);
-    assert_eq!(head.status, 200, "{}", head.head);
-    let len: usize = head.header("content-length").unwrap().parse().unwrap();
+    let len = request_slow_bin(&mut s);
     let got = read_slowly(&mut s, len, Duration::from_millis(25));
     assert!(got == data, "downloaded bytes differ from the file");
     // At once: the client is not idle, it has only just got the end of the response.

@@ -12,7 +12,7 @@ use log::warn;
 use slab::Slab;
 
 use super::app_timers::AppTimers;
-use super::config::Config;
+use super::config::{Config, MAX_TIMEOUT};
 use super::connection::{flags, Conn, State};
 use super::fd_limit;
 use super::handle::{encode_frame, encode_shared, Command, ServerHandle};
@@ -52,7 +52,6 @@ pub(crate) struct Ticks {
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
     ids: HashMap<Arc<str>, u32>,
-    names: Vec<Arc<str>>,
     subscribers: Vec<Vec<u32>>,
 }
 
@@ -387,8 +386,7 @@ impl Core {
         }
         let id = self.topics.subscribers.len() as u32;
         let name: Arc<str> = topic.into();
-        self.topics.ids.insert(name.clone(), id);
-        self.topics.names.push(name);
+        self.topics.ids.insert(name, id);
         self.topics.subscribers.push(Vec::new());
         id
     }
@@ -702,7 +700,7 @@ impl Ctx<'_> {
     /// is still open then. Timers cannot be cancelled: ignore a stale `token` instead.
     pub fn set_timer(&mut self, conn: ConnId, delay: Duration, token: u64) {
         if self.core.slot(conn).is_some() {
-            let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMER_DELAY));
+            let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMEOUT));
             self.core.timers.add(due, Some(conn), token);
         }
     }
@@ -710,11 +708,7 @@ impl Ctx<'_> {
     /// Calls [`Handler::loop_timer`](super::Handler::loop_timer) with `token` after
     /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h).
     pub fn set_loop_timer(&mut self, delay: Duration, token: u64) {
-        let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMER_DELAY));
+        let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMEOUT));
         self.core.timers.add(due, None, token);
     }
 }
-
-/// Longest application timer delay; longer ones are clamped (the tick counter must not
-/// wrap).
-pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(24 * 3600);

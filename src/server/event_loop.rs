@@ -7,6 +7,7 @@
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,8 @@ use super::config::Config;
 use super::connection::{flags, Conn, State};
 use super::core::{Core, Ctx};
 use super::fd_limit::SpareFd;
-use super::handle::{Command, Link, Mailbox, ServerHandle, Shared};
-use super::handler::Handler;
+use super::handle::{Command, Link, ServerHandle, Shared};
+use super::handler::{ConnId, Handler};
 use super::http::Http;
 use super::timer::Wheel;
 use crate::protocol::close;
@@ -54,7 +55,8 @@ struct LoopParts<H> {
     registry: Registry,
     listener: TcpListener,
     handler: H,
-    mailbox: Mailbox,
+    /// This loop's end of its mailbox (see `handle.rs`).
+    mailbox: Receiver<Command>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     spare_fd: SpareFd,
 }
@@ -63,7 +65,8 @@ struct LoopParts<H> {
 struct EventLoop<H: Handler> {
     poll: Poll,
     events: Events,
-    mailbox: Mailbox,
+    /// This loop's end of its mailbox (see `handle.rs`).
+    mailbox: Receiver<Command>,
     inner: Inner<H>,
 }
 
@@ -151,7 +154,7 @@ impl<H: Handler> Server<H> {
                 poll,
                 listener,
                 handler: factory(i),
-                mailbox: Mailbox { rx },
+                mailbox: rx,
                 signals,
                 spare_fd: SpareFd::new(),
             });
@@ -313,7 +316,7 @@ impl<H: Handler> EventLoop<H> {
                     WAKER => {
                         let me = inner.core.loop_id as usize;
                         inner.core.handle.shared.links[me].clear_woken();
-                        while let Ok(cmd) = self.mailbox.rx.try_recv() {
+                        while let Ok(cmd) = self.mailbox.try_recv() {
                             inner.apply(cmd, now);
                         }
                     }
@@ -378,6 +381,26 @@ impl<H: Handler> Inner<H> {
             consider(d.saturating_duration_since(now));
         }
         t
+    }
+
+    /// Calls `f` with the handler, a `Ctx`, the connection's id and its data, if it has
+    /// data (it has exactly while open: set on upgrade, taken by `close`).
+    pub(super) fn with_data(
+        &mut self,
+        idx: u32,
+        f: impl FnOnce(&mut H, &mut Ctx<'_>, ConnId, &mut H::Data),
+    ) {
+        let id = self.core.id(idx);
+        if let Some(d) = self.data.get_mut(idx as usize).and_then(Option::as_mut) {
+            f(
+                &mut self.handler,
+                &mut Ctx {
+                    core: &mut self.core,
+                },
+                id,
+                d,
+            );
+        }
     }
 
     pub(super) fn ctx(&mut self) -> (&mut H, Ctx<'_>) {
@@ -547,13 +570,9 @@ impl<H: Handler> Inner<H> {
         // TCP ended: without a close frame this is 1006 for the handler. The peer may only
         // have shut down its write side: what is already queued for it (an echo, the
         // reply to its close frame, an HTTP response) is written before closing.
+        // (A file response in progress never gets here: input is not read meanwhile, so
+        // its FIN is seen once the file is out.)
         let c = &mut self.core.conns[idx as usize];
-        if let State::Http(Http::File(s)) = &mut c.state {
-            // A file is being sent: the rest of it is owed too. Finish it, then close
-            // rather than wait for another request.
-            s.persist = Persist::Close;
-            return;
-        }
         if c.out.is_empty() || matches!(c.state, State::Closed) {
             self.core.release(idx);
         } else {
@@ -623,16 +642,7 @@ impl<H: Handler> Inner<H> {
             c.flags &= !flags::ABOVE_LOW;
             core.resume(idx, flags::OUT_PAUSED);
             if core.conns[idx as usize].is_open() {
-                let id = core.id(idx);
-                if let Some(d) = self.data.get_mut(idx as usize).and_then(Option::as_mut) {
-                    self.handler.drain(
-                        &mut Ctx {
-                            core: &mut self.core,
-                        },
-                        id,
-                        d,
-                    );
-                }
+                self.with_data(idx, |h, ctx, id, d| h.drain(ctx, id, d));
             }
             self.run_notices();
         }

@@ -5,11 +5,10 @@
 use log::debug;
 
 use super::connection::{flags, State};
-use super::core::Ctx;
 use super::event_loop::Inner;
 use super::handler::Handler;
 use super::http::Http;
-use super::socket_queue::{still_receiving, unsent_bytes};
+use super::socket_queue::still_receiving;
 use crate::protocol::close;
 use crate::protocol::frame::OpCode;
 
@@ -48,13 +47,12 @@ impl<H: Handler> Inner<H> {
                     self.core
                         .start_close(idx, close::GOING_AWAY, "idle timeout");
                 }
-                State::Http(Http::Head { sent, .. }) if still_receiving(&c.stream, sent) => {
+                State::Http(Http::Head { ref mut sent, .. })
+                    if let Some(q) = still_receiving(&c.stream, *sent) =>
+                {
                     // The previous response is still on its way to the client (it sat in
                     // the socket buffers when the kernel took it): wait, while it moves.
-                    let q = unsent_bytes(&c.stream).unwrap_or(0);
-                    if let State::Http(Http::Head { sent, .. }) = &mut c.state {
-                        *sent = q;
-                    }
+                    *sent = q;
                     let t = self.core.ticks.idle;
                     self.core.set_deadline(idx, t);
                 }
@@ -76,14 +74,8 @@ impl<H: Handler> Inner<H> {
                     let Some(idx) = self.core.slot(conn) else {
                         continue;
                     };
-                    if !self.core.conns[idx as usize].is_open() {
-                        continue;
-                    }
-                    if let Some(d) = self.data.get_mut(idx as usize).and_then(Option::as_mut) {
-                        let ctx = &mut Ctx {
-                            core: &mut self.core,
-                        };
-                        self.handler.timer(ctx, conn, d, t.token);
+                    if self.core.conns[idx as usize].is_open() {
+                        self.with_data(idx, |h, ctx, id, d| h.timer(ctx, id, d, t.token));
                     }
                 }
                 None => {

@@ -7,7 +7,7 @@
 //! loop in the order they were made.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use mio::Waker;
@@ -167,9 +167,4 @@ impl ServerHandle {
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
     }
-}
-
-/// A loop's end of its mailbox.
-pub(crate) struct Mailbox {
-    pub rx: Receiver<Command>,
 }

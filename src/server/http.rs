@@ -20,7 +20,6 @@
 use log::debug;
 
 use super::connection::{flags, State};
-use super::core::Ctx;
 use super::event_loop::Inner;
 use super::handler::{Handler, Upgrade, UpgradeRequest};
 use super::metrics;
@@ -102,16 +101,7 @@ impl<H: Handler> Inner<H> {
         }
         self.rbuf = rbuf;
         if upgraded {
-            let id = self.core.id(idx);
-            if let Some(d) = self.data.get_mut(idx as usize).and_then(Option::as_mut) {
-                self.handler.open(
-                    &mut Ctx {
-                        core: &mut self.core,
-                    },
-                    id,
-                    d,
-                );
-            }
+            self.with_data(idx, |h, ctx, id, d| h.open(ctx, id, d));
             self.run_notices();
             // Frames pipelined behind the upgrade request.
             if !self.core.conns[idx as usize].rx.is_empty() {
@@ -375,11 +365,9 @@ impl<H: Handler> Inner<H> {
                         sent: u32::MAX,
                     },
                 };
-                // The kernel has taken the last bytes, but megabytes may still sit in the
-                // socket buffers on their way to the client: the next request cannot come
-                // before they are read, so it gets the (longer) progress timeout, not the
-                // head's.
-                let t = core.ticks.idle.max(core.ticks.handshake);
+                // Megabytes may still sit in the socket buffers: the head's deadline
+                // waits while they move (see `Http::Head::sent`).
+                let t = core.ticks.handshake;
                 core.set_deadline(idx, t);
                 // Input was held back while the file went out: read it now.
                 if core.conns[idx as usize].readable() {

@@ -19,8 +19,9 @@ pub fn unsent_bytes(stream: &TcpStream) -> Option<u32> {
 
 /// Whether the client is still receiving an earlier response: bytes are queued, and
 /// fewer than at the last look (`before`, `u32::MAX` for the first look), so they move.
-pub fn still_receiving(stream: &TcpStream, before: u32) -> bool {
-    unsent_bytes(stream).is_some_and(|q| q > 0 && q < before)
+/// Returns the bytes queued now if so.
+pub fn still_receiving(stream: &TcpStream, before: u32) -> Option<u32> {
+    unsent_bytes(stream).filter(|&q| q > 0 && q < before)
 }
 
 #[cfg(test)]
@@ -51,7 +52,7 @@ mod tests {
             queued > 0,
             "nothing queued after writing {written} bytes unread"
         );
-        assert!(still_receiving(&server, u32::MAX));
+        assert!(still_receiving(&server, u32::MAX).is_some());
         let mut got = vec![0u8; written];
         client.read_exact(&mut got).unwrap();
         // The ACKs are in flight on loopback; bounded wait for the queue to empty.
@@ -62,6 +63,6 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(unsent_bytes(&server), Some(0));
-        assert!(!still_receiving(&server, u32::MAX));
+        assert!(still_receiving(&server, u32::MAX).is_none());
     }
 }

@@ -12,6 +12,15 @@ pub struct ServerProc {
     pub addr: SocketAddr,
 }
 
+/// The address at the end of the start-up line `wsloop <mode> listening on <addr>`.
+pub fn startup_addr(line: &str) -> SocketAddr {
+    line.trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"))
+}
+
 impl ServerProc {
     /// Starts `wsloop <mode> --listen 127.0.0.1:0 <extra...>` and waits for its start-up line.
     pub fn start(mode: &str, extra: &[&str]) -> ServerProc {
@@ -32,13 +41,10 @@ impl ServerProc {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read start-up line");
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
-        ServerProc { child, addr }
+        ServerProc {
+            child,
+            addr: startup_addr(&line),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -494,21 +500,7 @@ impl HttpResponse {
 
 /// Reads an HTTP response head and, if it has a `Content-Length`, exactly that much body.
 pub fn read_http_response(s: &mut TcpStream) -> HttpResponse {
-    let head = read_http_head(s);
-    assert!(
-        head.ends_with("\r\n\r\n"),
-        "incomplete response head: {head:?}"
-    );
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
-    let mut r = HttpResponse {
-        status,
-        head,
-        body: Vec::new(),
-    };
+    let mut r = read_head_response(s);
     if let Some(len) = r.header("content-length") {
         let len: usize = len.parse().expect("numeric Content-Length");
         let mut body = vec![0u8; len];
