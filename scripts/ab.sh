@@ -7,12 +7,14 @@
 #
 # Cells: echo (100 connections x 20 B, one in flight) and broadcast (chat, 4 publishers,
 # 100 subscribers). Server pinned to core 0 with --threads 1 where supported, wsload to
-# core 1; 4 s per run.
+# core 1; 4 s per run. Two figures per run: msgs/s (deliveries/s for broadcast), and the
+# server's CPU seconds per million messages, which stays meaningful when the load
+# generator is the limit (broadcast saturates wsload's one core).
 set -euo pipefail
 BASE=${1:?base binary}; NEW=${2:?new binary}; ROUNDS=${3:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WSLOAD=${WSLOAD_BIN:-$ROOT/target/release/wsload}
-run() { # BIN MODE EXTRA -> msgs/s
+run() { # BIN MODE EXTRA -> "msgs/s,server-cpu-s-per-million"
   local bin=$1 mode=$2 extra=$3 port out pid
   local args=("$mode" --listen 127.0.0.1:0 --no-www)
   if "$bin" --help 2>&1 | grep -q -- --threads; then args+=(--threads 1); fi
@@ -23,7 +25,7 @@ run() { # BIN MODE EXTRA -> msgs/s
   local json
   json=$(taskset -c 1 "$WSLOAD" $extra --url "ws://127.0.0.1:$port/" -q --server-pid $pid | tail -1)
   kill $pid; wait $pid 2>/dev/null || true; rm -f "$out"
-  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(int(d.get("msgs_per_sec") or d.get("deliveries_per_sec") or 0))' "$json"
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%d,%s" % (d["msgs_per_sec"], d["server_cpu_s_per_million_msgs"]))' "$json"
 }
 for cell in "echo|echo -c 100 -s 20 --duration 4 --warmup 1" "chat|broadcast --subscribers 100 --publishers 4 --duration 4 --warmup 1"; do
   mode=${cell%%|*}; extra=${cell#*|}
@@ -31,8 +33,11 @@ for cell in "echo|echo -c 100 -s 20 --duration 4 --warmup 1" "chat|broadcast --s
   for _ in $(seq "$ROUNDS"); do b+=("$(run "$BASE" "$mode" "$extra")"); n+=("$(run "$NEW" "$mode" "$extra")"); done
   python3 - "$mode" "${b[*]}" "${n[*]}" <<'PY'
 import statistics, sys
-mode, b, n = sys.argv[1], list(map(int, sys.argv[2].split())), list(map(int, sys.argv[3].split()))
-mb, mn = statistics.median(b), statistics.median(n)
-print(f"{mode:5} base {b} new {n}  median ratio new/base = {mn/mb:.3f}")
+mode = sys.argv[1]
+b = [tuple(map(float, x.split(","))) for x in sys.argv[2].split()]
+n = [tuple(map(float, x.split(","))) for x in sys.argv[3].split()]
+med = lambda xs, i: statistics.median(x[i] for x in xs)
+print(f"{mode:5} msgs/s   base {[int(x[0]) for x in b]} new {[int(x[0]) for x in n]}  median new/base = {med(n,0)/med(b,0):.3f}")
+print(f"{mode:5} cpu s/M  base {[x[1] for x in b]} new {[x[1] for x in n]}  median new/base = {med(n,1)/med(b,1):.3f}")
 PY
 done
