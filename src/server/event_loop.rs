@@ -35,6 +35,9 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// How long to stop accepting after EMFILE/ENFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 
+/// Mailbox commands (a batch from another loop counts as one) carried out per iteration.
+const MAX_COMMANDS_PER_TURN: usize = 64;
+
 /// Full receive buffers read from one connection per iteration before it yields to the
 /// others (2 MiB with the default 512 KiB buffer).
 const MAX_READS_PER_TURN: u32 = 4;
@@ -67,6 +70,8 @@ struct EventLoop<H: Handler> {
     events: Events,
     /// This loop's end of its mailbox (see `handle.rs`).
     mailbox: Receiver<Command>,
+    /// The mailbox may hold commands (woken, or the last drain stopped at its bound).
+    mail_pending: bool,
     inner: Inner<H>,
 }
 
@@ -293,13 +298,17 @@ impl<H: Handler> EventLoop<H> {
             poll,
             events: Events::with_capacity(1024),
             mailbox,
+            mail_pending: false,
             inner,
         })
     }
 
     fn run(&mut self) -> io::Result<()> {
         loop {
-            let timeout = self.inner.poll_timeout(Instant::now());
+            let timeout = match self.mail_pending {
+                true => Some(Duration::ZERO),
+                false => self.inner.poll_timeout(Instant::now()),
+            };
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -316,9 +325,7 @@ impl<H: Handler> EventLoop<H> {
                     WAKER => {
                         let me = inner.core.loop_id as usize;
                         inner.core.handle.shared.links[me].clear_woken();
-                        while let Ok(cmd) = self.mailbox.try_recv() {
-                            inner.apply(cmd, now);
-                        }
+                        self.mail_pending = true;
                     }
                     SIGNALS => {
                         let got = inner
@@ -349,6 +356,9 @@ impl<H: Handler> EventLoop<H> {
                         }
                     }
                 }
+            }
+            if self.mail_pending {
+                self.mail_pending = drain_mailbox(&self.mailbox, inner, now);
             }
             inner.continue_yielded(yielded);
             inner.end_of_iteration(now);
@@ -774,6 +784,23 @@ impl<H: Handler> Inner<H> {
             let _ = self.registry.deregister(&mut l);
         }
     }
+}
+
+/// Carries out at most [`MAX_COMMANDS_PER_TURN`] commands from the mailbox; returns
+/// whether it stopped at that bound (more may be waiting). Another loop that keeps
+/// posting cannot keep this one from flushing its output and serving its own sockets.
+fn drain_mailbox<H: Handler>(
+    mailbox: &Receiver<Command>,
+    inner: &mut Inner<H>,
+    now: Instant,
+) -> bool {
+    for _ in 0..MAX_COMMANDS_PER_TURN {
+        match mailbox.try_recv() {
+            Ok(cmd) => inner.apply(cmd, now),
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// The 503 a client past `max_connections` (or at the fd limit) gets.
