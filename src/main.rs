@@ -89,6 +89,13 @@ struct Opts {
     /// Serve Prometheus metrics (text format 0.0.4) at GET /metrics on the same port.
     #[arg(long, global = true)]
     metrics: bool,
+    /// Speak TLS (wss://, https://) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. SIGHUP re-reads both files (open connections keep theirs).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -132,6 +139,28 @@ fn routed(origins: &[String], factory: impl Fn() -> Router) -> impl Fn(usize) ->
     move |_| factory().allow_origins(&origins)
 }
 
+/// The TLS configuration from `--tls-cert`/`--tls-key` (clap makes sure both or neither
+/// are given); unusable files end the process with the reason.
+fn tls_config(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Option<wsloop::server::tls::TlsConfig> {
+    let (cert, key) = (cert?, key?);
+    match wsloop::server::tls::TlsConfig::from_pem_files(cert, key) {
+        Ok(t) => {
+            log::info!(
+                "TLS on (wss://, https://; TLS 1.2 and 1.3, ALPN http/1.1) with {}; SIGHUP reloads it",
+                cert.display()
+            );
+            Some(t)
+        }
+        Err(e) => {
+            eprintln!("error: --tls-cert/--tls-key: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -163,6 +192,7 @@ fn main() {
         },
         handle_signals: true,
         metrics: o.metrics,
+        tls: tls_config(o.tls_cert.as_deref(), o.tls_key.as_deref()),
         ..Config::default()
     };
     if let Err(e) = config.validate() {
