@@ -136,7 +136,12 @@ fn serve<H: Handler + Send>(
 /// Each loop's handler: a router built by `factory`, behind the Origin allow-list.
 fn routed(origins: &[String], factory: impl Fn() -> Router) -> impl Fn(usize) -> Router {
     let origins = origins.to_vec();
-    move |_| factory().allow_origins(&origins)
+    // An empty allow-list means "no list" (every Origin), as the start-up log says; an
+    // empty `allow_origins` list would refuse every browser.
+    move |_| match origins.is_empty() {
+        true => factory(),
+        false => factory().allow_origins(&origins),
+    }
 }
 
 /// The TLS configuration from `--tls-cert`/`--tls-key` (clap makes sure both or neither

@@ -15,6 +15,7 @@ use common::ServerProc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ProtocolVersion, StreamOwned};
 use tls_support::{raw_client, read_all, tls_client, Certs};
+use tungstenite::client::IntoClientRequest;
 use tungstenite::{Message, WebSocket};
 
 type TlsStream = StreamOwned<ClientConnection, std::net::TcpStream>;
@@ -121,9 +122,20 @@ fn https_static_page_and_keep_alive() {
     let body = String::from_utf8_lossy(&read_all(&mut s)).into_owned();
     assert!(body.starts_with("HTTP/1.1 200"), "{body:.200}");
     assert!(body.contains("<html"), "index page served");
-    assert_eq!(body.matches("HTTP/1.1 200").count(), 2, "both requests answered");
-    // The demo's echo on the same port, same TLS listener.
-    let mut ws = wss(server.addr, certs.client_config(BOTH), "/echo");
+    assert_eq!(
+        body.matches("HTTP/1.1 200").count(),
+        2,
+        "both requests answered"
+    );
+    // The demo's echo on the same port, same TLS listener, from a browser page's Origin
+    // (no --allow-origin: every Origin may upgrade).
+    let stream = tls_client(server.addr, certs.client_config(BOTH));
+    let url = format!("wss://localhost:{}/echo", server.addr.port());
+    let mut req = url.into_client_request().unwrap();
+    let origin = format!("https://localhost:{}", server.addr.port());
+    req.headers_mut().insert("Origin", origin.parse().unwrap());
+    let (mut ws, resp) = tungstenite::client::client(req, stream).expect("wss upgrade");
+    assert_eq!(resp.status(), 101);
     echo(&mut ws, Message::text("over wss"));
 }
 
@@ -205,14 +217,29 @@ fn truncated_record_then_fin_ends_only_that_connection() {
     echo(&mut b, Message::text("b is open"));
     // Half of one application-data record (a masked text frame), then FIN.
     let stream = b.get_mut();
-    let frame = [0x81u8, 0x85, 1, 2, 3, 4, b'h' ^ 1, b'e' ^ 2, b'l' ^ 3, b'l' ^ 4, b'o' ^ 1];
+    let frame = [
+        0x81u8,
+        0x85,
+        1,
+        2,
+        3,
+        4,
+        b'h' ^ 1,
+        b'e' ^ 2,
+        b'l' ^ 3,
+        b'l' ^ 4,
+        b'o' ^ 1,
+    ];
     stream.conn.writer().write_all(&frame).unwrap();
     let mut record = Vec::new();
     stream.conn.write_tls(&mut record).unwrap();
     let sock = &mut stream.sock;
     sock.write_all(&record[..record.len() / 2]).unwrap();
     sock.shutdown(Shutdown::Write).unwrap();
-    assert!(ends(sock), "the server did not close the truncated connection");
+    assert!(
+        ends(sock),
+        "the server did not close the truncated connection"
+    );
     echo(&mut a, Message::text("a is unaffected"));
 }
 
@@ -270,7 +297,10 @@ fn sighup_reloads_the_certificate_for_new_connections_only() {
             break;
         }
         assert_eq!(got, first, "neither certificate");
-        assert!(Instant::now() < deadline, "SIGHUP did not reload the certificate");
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The connection made before the reload keeps working.

@@ -481,7 +481,10 @@ mod tests {
         };
         with(|c| c.tls = tls(&[])).unwrap();
         with(|c| c.tls = tls(&[b"http/1.1"])).unwrap();
-        assert_eq!(field_of(with(|c| c.tls = tls(&[b"h2", b"http/1.1"]))), "tls");
+        assert_eq!(
+            field_of(with(|c| c.tls = tls(&[b"h2", b"http/1.1"]))),
+            "tls"
+        );
         assert_eq!(field_of(with(|c| c.tls = tls(&[b"h2"]))), "tls");
     }
 

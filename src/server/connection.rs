@@ -1,7 +1,7 @@
 //! One connection: its socket, its explicit state, and only the memory that state needs.
 
-use super::transport::Transport;
 use super::http::Http;
+use super::transport::Transport;
 use super::write_buffer::WriteBuffer;
 use crate::protocol::Decoder;
 

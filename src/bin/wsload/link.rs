@@ -41,9 +41,7 @@ impl TlsTarget {
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
             let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
+            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
         }
         let mut config = ClientConfig::builder_with_provider(wsloop::server::tls::provider())
             .with_safe_default_protocol_versions()

@@ -10,10 +10,10 @@ mod cli;
 mod conn;
 mod connect;
 mod driver;
-mod link;
 #[cfg(test)]
 mod e2e;
 mod echo;
+mod link;
 mod payload;
 mod report;
 mod stats;
