@@ -355,3 +355,114 @@ fn redis_outage_loses_only_what_was_published_while_it_was_down() {
         );
     }
 }
+
+/// A library server that subscribes every connection to topic `t` and publishes nothing
+/// itself: what its clients get comes from `ServerHandle::publish`.
+#[derive(Clone)]
+struct Listen;
+
+impl wsloop::Handler for Listen {
+    type Data = ();
+
+    fn upgrade(&mut self, _req: &wsloop::UpgradeRequest<'_>) -> wsloop::Upgrade<()> {
+        wsloop::Upgrade::Accept(())
+    }
+
+    fn open(&mut self, ctx: &mut wsloop::Ctx<'_>, conn: wsloop::ConnId, _: &mut ()) {
+        ctx.subscribe(conn, "t");
+    }
+}
+
+/// `ServerHandle::publish` on one library server reaches the clients of another through
+/// Redis, in order, once; a second backplane is refused.
+#[test]
+fn server_handle_publishes_cross_instances() {
+    use wsloop::backplane::BackplaneConfig;
+    use wsloop::{Config, Server};
+    const N: usize = 300;
+    let redis = RedisServer::start();
+    let start = || {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            threads: 2,
+            ..Config::default()
+        };
+        let bp = BackplaneConfig::from_url(&redis.url()).unwrap();
+        let server = Server::bind(config, Listen)
+            .unwrap()
+            .with_backplane(bp.clone())
+            .unwrap();
+        let again = Server::bind(
+            Config {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..Config::default()
+            },
+            Listen,
+        )
+        .unwrap()
+        .with_backplane(bp.clone())
+        .unwrap()
+        .with_backplane(bp);
+        assert_eq!(
+            again.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::AlreadyExists)
+        );
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let t = std::thread::spawn(move || server.run().unwrap());
+        (addr, handle, t)
+    };
+    let (a_addr, a, a_thread) = start();
+    let (b_addr, b, b_thread) = start();
+    let mut on_b: Vec<Ws> = (0..3).map(|_| connect(b_addr)).collect();
+    let mut on_a = connect(a_addr);
+    let wait = |h: &wsloop::ServerHandle| {
+        let end = Instant::now() + DEADLINE;
+        while !h
+            .backplane_stats()
+            .is_some_and(|s| s.connected && s.subscriptions == 1)
+        {
+            assert!(Instant::now() < end, "backplane never subscribed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait(&a);
+    wait(&b);
+    assert_ne!(a.instance_tag(), b.instance_tag());
+    for i in 0..N {
+        a.publish("t", wsloop::Payload::Text(&format!("a{i}")));
+    }
+    b.publish("t", wsloop::Payload::Binary(b"from b"));
+    let expect: Vec<String> = (0..N).map(|i| format!("a{i}")).collect();
+    // Order holds per publisher only: b's own message may come before or among a's.
+    for (k, ws) in on_b.iter_mut().enumerate() {
+        let (mut texts, mut binaries) = (Vec::new(), Vec::new());
+        for _ in 0..=N {
+            match ws.read().expect("read") {
+                Message::Text(t) => texts.push(t.as_str().to_owned()),
+                Message::Binary(b) => binaries.push(b.to_vec()),
+                other => panic!("client {k} on b: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(texts, expect, "client {k} on b");
+        assert_eq!(
+            binaries,
+            [b"from b".to_vec()],
+            "client {k} on b: b's own, once"
+        );
+    }
+    // a's client got a's messages locally, then b's binary through Redis, once each.
+    let got: Vec<Message> = (0..=N).map(|_| on_a.read().expect("read")).collect();
+    let mut want: Vec<Message> = expect.iter().map(|e| Message::text(e.as_str())).collect();
+    let at = got
+        .iter()
+        .position(|m| m.is_binary())
+        .expect("b's message on a");
+    want.insert(at, Message::binary(&b"from b"[..]));
+    assert_eq!(got, want, "a's client: a's own in order, b's once");
+    let sa = a.backplane_stats().unwrap();
+    assert_eq!((sa.published_total, sa.dropped_total), (N as u64, 0));
+    a.stop();
+    b.stop();
+    a_thread.join().unwrap();
+    b_thread.join().unwrap();
+}
