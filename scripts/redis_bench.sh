@@ -43,20 +43,22 @@ run() { # KIND PUB_PORT SUB_PORT RATE_ARGS -> one result line
   t0=$(ticks); c0=$(calls)
   # shellcheck disable=SC2086
   json=$("$L" broadcast --subscribers 100 --publishers 4 --size 64 $rate --duration 4 --warmup 1 --threads 1 \
-    --url "ws://127.0.0.1:$pp/" --subscriber-url "ws://127.0.0.1:$sp/" -q | tail -1)
+    --url "ws://127.0.0.1:$pp/" --subscriber-url "ws://127.0.0.1:$sp/" -q | tail -1) || true  # exit 1 = errors, reported below
   python3 - "$kind" "$rate" "$json" "$(( $(ticks) - t0 ))" "$(( $(calls) - c0 ))" "$HZ" <<'PY'
 import json, sys
-kind, rate, d, dt, dc, hz = sys.argv[1], sys.argv[2] or "flat-out", json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+kind, rate, d, dt, dc, hz = sys.argv[1], sys.argv[2].replace("--rate ", "") or "flat-out", json.loads(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 lat = d["latency_us"]
 cpu = ""
 if kind == "cross" and dc:
     s = dt / hz
     cpu = f"redis_cpu_us/publish={s/dc*1e6:.2f} /redis_msg={s/dc/2*1e6:.2f} /ws_delivery={s/dc/100*1e9:.1f}ns publishes={dc}"
-print(f"{kind:6} {rate:>12} deliveries/s={int(d['deliveries_per_sec'])} p50_us={lat['p50']} p99_us={lat['p99']} errors={d.get('errors')} missing={d.get('missing')} {cpu}")
+print(f"{kind:6} {rate:>8} deliveries/s={int(d['deliveries_per_sec'])} p50_us={lat['p50']} p99_us={lat['p99']} errors={d.get('errors')} missing={d.get('missing')} {cpu}")
 PY
 }
 echo "# redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'), $(nproc) cores, ROUNDS=$ROUNDS"
-for rate in "--rate 1000" "--rate 5000" ""; do
+IFS=, read -ra cells <<<"${CELLS:---rate 1000,--rate 5000,--rate 20000,flat}"  # CELLS="--rate 2000,flat" to choose
+for cell in "${cells[@]}"; do
+  rate=$cell; [ "$rate" = flat ] && rate=""
   for _ in $(seq "$ROUNDS"); do
     run single "$S" "$S" "$rate"
     run cross "$A" "$BB" "$rate"
@@ -69,7 +71,7 @@ for line in open(sys.argv[1]):
     kind, rate = line.split()[:2]
     for k in ("deliveries/s", "p50_us", "p99_us"):
         cells[rate][(kind, k)].append(float(re.search(re.escape(k) + r"=([\d.]+)", line).group(1)))
-print("\n# medians: cell, single -> cross (cross/single)")
+print("\n# medians: cell (publishes/s offered), single -> cross (cross/single)")
 for rate, v in cells.items():
     parts = []
     for k in ("deliveries/s", "p50_us", "p99_us"):
