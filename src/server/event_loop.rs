@@ -199,7 +199,7 @@ impl<H: Handler> Server<H> {
 
     /// Joins this server to other instances through Redis pub/sub (see [`crate::backplane`]):
     /// a topic's Redis channel (`wsloop:<topic>`) is subscribed while any loop has a local
-    /// subscriber of it; every local publish (through [`Ctx`](super::Ctx) or a
+    /// subscriber of it; every local publish (through [`Ctx`] or a
     /// [`ServerHandle`]) also goes to Redis; what other instances publish is delivered
     /// locally, encoded once for every loop, and never sent back to Redis. Nothing here
     /// waits on Redis: it connects in the background (the server serves locally meanwhile
