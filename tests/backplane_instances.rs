@@ -470,3 +470,82 @@ fn server_handle_publishes_cross_instances() {
     a_thread.join().unwrap();
     b_thread.join().unwrap();
 }
+
+/// A Redis that stops reading (SIGSTOP) never holds up the loops: the backplane's bounded
+/// queue fills, further publishes are dropped and counted, and local delivery carries on
+/// at full speed, every message in order.
+#[test]
+fn a_stalled_redis_costs_drops_not_local_delivery() {
+    use wsloop::backplane::BackplaneConfig;
+    use wsloop::{Config, Server};
+    const N: usize = 5_000;
+    const SIZE: usize = 4 << 10;
+    let redis = RedisServer::start();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        ..Config::default()
+    };
+    let mut bp = BackplaneConfig::from_url(&redis.url()).unwrap();
+    bp.queue_messages = 16;
+    let server = Server::bind(config, Listen)
+        .unwrap()
+        .with_backplane(bp)
+        .unwrap();
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let run = std::thread::spawn(move || server.run().unwrap());
+    let mut ws = connect(addr);
+    let end = Instant::now() + DEADLINE;
+    while !handle
+        .backplane_stats()
+        .is_some_and(|s| s.connected && s.subscriptions == 1)
+    {
+        assert!(Instant::now() < end, "backplane never subscribed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stop = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &redis.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} redis-server");
+    };
+    stop("-STOP");
+    // The client reads while the publisher publishes 20 MiB: more than the kernel buffers
+    // between the backplane's writer and a Redis that reads nothing.
+    let reader = std::thread::spawn(move || {
+        (0..N)
+            .map(|i| match ws.read().expect("read") {
+                Message::Binary(b) => {
+                    assert_eq!(b.len(), SIZE);
+                    assert_eq!(
+                        &b[..8],
+                        &(i as u64).to_be_bytes(),
+                        "message {i} out of order"
+                    );
+                }
+                other => panic!("message {i}: unexpected {other:?}"),
+            })
+            .count()
+    });
+    let mut payload = vec![7u8; SIZE];
+    for i in 0..N {
+        payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        handle.publish("t", wsloop::Payload::Binary(&payload));
+    }
+    assert_eq!(
+        reader.join().expect("reader"),
+        N,
+        "every message delivered locally"
+    );
+    let s = handle.backplane_stats().unwrap();
+    assert!(
+        s.dropped_total > 0,
+        "a stalled Redis must cost drops: {s:?}"
+    );
+    assert!(s.dropped_total <= N as u64, "{s:?}");
+    stop("-CONT");
+    handle.stop();
+    run.join().unwrap();
+}
