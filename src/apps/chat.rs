@@ -42,6 +42,16 @@ impl Chat {
     }
 }
 
+impl Chat {
+    /// Starts `line` afresh with the user's name. Only the number goes through the
+    /// formatter; the rest is copied (a publish's formatting is on every message's path).
+    fn name(&mut self, user: u64) {
+        self.line.clear();
+        let _ = write!(self.line, "user{user}");
+        self.line.push_str(&self.suffix);
+    }
+}
+
 impl Handler for Chat {
     /// The user number.
     type Data = u64;
@@ -52,16 +62,17 @@ impl Handler for Chat {
 
     fn open(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, user: &mut u64) {
         ctx.subscribe(conn, TOPIC);
-        self.line.clear();
-        let _ = write!(self.line, "user{user}{} come in!", self.suffix);
+        self.name(*user);
+        self.line.push_str(" come in!");
         ctx.publish(TOPIC, Payload::Text(&self.line));
     }
 
     fn message(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, user: &mut u64, msg: Payload<'_>) {
         match msg {
             Payload::Text(t) => {
-                self.line.clear();
-                let _ = write!(self.line, "user{user}{}: {t}", self.suffix);
+                self.name(*user);
+                self.line.push_str(": ");
+                self.line.push_str(t);
                 ctx.publish(TOPIC, Payload::Text(&self.line));
             }
             Payload::Binary(_) => {
@@ -71,8 +82,8 @@ impl Handler for Chat {
     }
 
     fn close(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, user: u64, _code: u16, _reason: &str) {
-        self.line.clear();
-        let _ = write!(self.line, "user{user}{} left", self.suffix);
+        self.name(user);
+        self.line.push_str(" left");
         ctx.publish(TOPIC, Payload::Text(&self.line));
     }
 }
