@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wsloop::apps::{chat::Chat, echo::Echo};
+use wsloop::backplane::{random_instance_id, BackplaneConfig};
 use wsloop::protocol::deflate::DeflateConfig;
 use wsloop::server::Router;
 use wsloop::{Config, Handler, Server};
@@ -119,6 +120,10 @@ struct Opts {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Join other instances through Redis pub/sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/]
+    /// (publishes reach every instance's subscribers; chat names get the instance tag).
+    #[arg(long, global = true, value_name = "URL", value_parser = cli_args::redis_url)]
+    redis: Option<BackplaneConfig>,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -135,16 +140,20 @@ fn default_www() -> Option<PathBuf> {
 fn serve<H: Handler + Send>(
     listen: SocketAddr,
     bound: std::io::Result<Server<H>>,
+    backplane: Option<BackplaneConfig>,
     mode: &str,
     page: &str,
 ) -> std::io::Result<()> {
-    let server = match bound {
+    let mut server = match bound {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             eprintln!("error: {}", cli_args::busy_port_message(listen));
             std::process::exit(1);
         }
         r => r?,
     };
+    if let Some(bp) = backplane {
+        server = server.with_backplane(bp)?;
+    }
     let addr = server.local_addr();
     // The one start-up line on stdout (scripts and tests read the port from it).
     println!("wsloop {mode} listening on {addr}");
@@ -241,7 +250,17 @@ fn main() {
         log::info!("every Origin may open WebSockets (restrict with --allow-origin ORIGIN)");
     }
     let origins = o.allow_origins;
-    let chat = Chat::default();
+    // The instance id is drawn here so that chat names can carry its tag.
+    let backplane = o.redis.map(|bp| BackplaneConfig {
+        instance_id: Some(random_instance_id()),
+        ..bp
+    });
+    let chat = match &backplane {
+        Some(bp) => Chat::with_instance_tag(&BackplaneConfig::instance_tag(
+            bp.instance_id.unwrap_or_default(),
+        )),
+        None => Chat::default(),
+    };
     let listen = config.listen;
     let result = match cli.mode {
         Mode::Demo => {
@@ -250,23 +269,32 @@ fn main() {
                     .route("/chat", chat.clone())
                     .route("/echo", Echo::default())
             });
-            serve(listen, Server::bind_with(config, f), "demo", "/")
+            serve(listen, Server::bind_with(config, f), backplane, "demo", "/")
         }
         // Without an allow-list the plain handlers run, as the benchmarks measure them.
         Mode::Echo if origins.is_empty() => serve(
             listen,
             Server::bind(config, Echo::default()),
+            backplane,
             "echo",
             "/echo.html",
         ),
-        Mode::Chat if origins.is_empty() => serve(listen, Server::bind(config, chat), "chat", "/"),
+        Mode::Chat if origins.is_empty() => {
+            serve(listen, Server::bind(config, chat), backplane, "chat", "/")
+        }
         Mode::Echo => {
             let f = routed(&origins, || Router::new().fallback(Echo::default()));
-            serve(listen, Server::bind_with(config, f), "echo", "/echo.html")
+            serve(
+                listen,
+                Server::bind_with(config, f),
+                backplane,
+                "echo",
+                "/echo.html",
+            )
         }
         Mode::Chat => {
             let f = routed(&origins, move || Router::new().fallback(chat.clone()));
-            serve(listen, Server::bind_with(config, f), "chat", "/")
+            serve(listen, Server::bind_with(config, f), backplane, "chat", "/")
         }
     };
     if let Err(e) = result {

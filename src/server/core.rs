@@ -48,18 +48,24 @@ pub(crate) struct Ticks {
     pub close: u32,
 }
 
-/// Exact-match topics: name → id, id → subscriber slots.
+/// Exact-match topics: name → id, id → subscriber slots (and name, for the backplane).
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
     ids: HashMap<Arc<str>, u32>,
     subscribers: Vec<Vec<u32>>,
+    names: Vec<Arc<str>>,
 }
 
 impl Topics {
-    fn remove_subscriber(&mut self, topic: u32, idx: u32) {
+    /// Returns whether `idx` was the topic's last subscriber on this loop.
+    fn remove_subscriber(&mut self, topic: u32, idx: u32) -> bool {
         let subs = &mut self.subscribers[topic as usize];
-        if let Some(p) = subs.iter().position(|&x| x == idx) {
-            subs.swap_remove(p);
+        match subs.iter().position(|&x| x == idx) {
+            Some(p) => {
+                subs.swap_remove(p);
+                subs.is_empty()
+            }
+            None => false,
         }
     }
 }
@@ -410,9 +416,22 @@ impl Core {
         }
         let id = self.topics.subscribers.len() as u32;
         let name: Arc<str> = topic.into();
-        self.topics.ids.insert(name, id);
+        self.topics.ids.insert(name.clone(), id);
         self.topics.subscribers.push(Vec::new());
+        self.topics.names.push(name);
         id
+    }
+
+    /// The topic's first subscriber on this loop arrived (`first`) or its last one left:
+    /// the backplane, if any, counts it towards the Redis subscription.
+    fn backplane_interest(&self, topic: u32, first: bool) {
+        if let Some(hook) = self.handle.shared.backplane.get() {
+            let name = &self.topics.names[topic as usize];
+            match first {
+                true => hook.subscribe(name),
+                false => hook.unsubscribe(name),
+            }
+        }
     }
 
     pub fn subscribe(&mut self, idx: u32, topic: &str) -> bool {
@@ -422,7 +441,11 @@ impl Core {
             return false;
         }
         c.topics.push(t);
-        self.topics.subscribers[t as usize].push(idx);
+        let subs = &mut self.topics.subscribers[t as usize];
+        subs.push(idx);
+        if subs.len() == 1 {
+            self.backplane_interest(t, true);
+        }
         true
     }
 
@@ -435,13 +458,17 @@ impl Core {
             return false;
         };
         c.topics.swap_remove(pos);
-        self.topics.remove_subscriber(t, idx);
+        if self.topics.remove_subscriber(t, idx) {
+            self.backplane_interest(t, false);
+        }
         true
     }
 
     fn unsubscribe_all(&mut self, idx: u32) {
         for t in std::mem::take(&mut self.conns[idx as usize].topics) {
-            self.topics.remove_subscriber(t, idx);
+            if self.topics.remove_subscriber(t, idx) {
+                self.backplane_interest(t, false);
+            }
         }
     }
 
@@ -464,9 +491,13 @@ impl Core {
 
     /// Encodes the frame once and appends the same bytes to every subscriber's output,
     /// on this loop and (through their mailboxes, at the end of the iteration) on every
-    /// other loop. Returns the deliveries on this loop.
+    /// other loop; with a backplane, also queues it for the other instances. Returns the
+    /// deliveries on this loop.
     pub fn publish(&mut self, topic: &str, opcode: OpCode, payload: &[u8]) -> usize {
         self.metrics.publishes += 1;
+        if let Some(hook) = self.handle.shared.backplane.get() {
+            hook.publish(topic, opcode, payload);
+        }
         if self.outbox.len() > 1 {
             // Several loops: the bytes are shared with them, so encode into an Arc once.
             let frame = encode_frame(opcode, payload);
@@ -731,8 +762,9 @@ impl Ctx<'_> {
             .is_some_and(|idx| self.core.unsubscribe(idx, topic))
     }
 
-    /// Sends `msg` to every subscriber of `topic` on every loop (encoded once); returns
-    /// how many subscribers of this loop it was queued for.
+    /// Sends `msg` to every subscriber of `topic` on every loop (encoded once) and, with a
+    /// backplane, on every other instance; returns how many subscribers of this loop it was
+    /// queued for.
     pub fn publish(&mut self, topic: &str, msg: Payload<'_>) -> usize {
         match msg {
             Payload::Text(t) => self.core.publish(topic, OpCode::Text, t.as_bytes()),

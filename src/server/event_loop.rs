@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -16,6 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::backplane_hook::Hook;
 use super::config::Config;
 use super::connection::{flags, Conn, State};
 use super::core::{Core, Ctx};
@@ -25,6 +26,7 @@ use super::handler::{ConnId, Handler};
 use super::http::Http;
 use super::timer::Wheel;
 use super::transport::Transport;
+use crate::backplane::BackplaneConfig;
 use crate::protocol::close;
 use crate::protocol::http1::{write_response, Persist};
 use crate::protocol::{Decoder, Role};
@@ -173,9 +175,10 @@ impl<H: Handler> Server<H> {
         }
         let handle = ServerHandle {
             shared: Arc::new(Shared {
-                links,
+                links: links.into(),
                 connections: AtomicUsize::new(0),
                 metrics: (0..threads).map(|_| Arc::default()).collect(),
+                backplane: OnceLock::new(),
             }),
         };
         Ok(Server {
@@ -199,6 +202,32 @@ impl<H: Handler> Server<H> {
     /// Number of loops (threads) the server runs.
     pub fn loops(&self) -> usize {
         self.loops.len()
+    }
+
+    /// Joins this server to other instances through Redis pub/sub (see [`crate::backplane`]):
+    /// a topic's Redis channel (`wsloop:<topic>`) is subscribed while any loop has a local
+    /// subscriber of it; every local publish (through [`Ctx`] or a
+    /// [`ServerHandle`]) also goes to Redis; what other instances publish is delivered
+    /// locally, encoded once for every loop, and never sent back to Redis. Nothing here
+    /// waits on Redis: it connects in the background (the server serves locally meanwhile
+    /// and through outages, reconnecting with back-off), and a publish that finds the
+    /// queue full or Redis away is dropped for the other instances only, counted in
+    /// `/metrics` (`wsloop_backplane_dropped_total`) and logged once per run of drops.
+    ///
+    /// Call before [`Server::run`]. Errors: a backplane was already set
+    /// ([`io::ErrorKind::AlreadyExists`]), or its threads could not be spawned.
+    pub fn with_backplane(self, config: BackplaneConfig) -> io::Result<Self> {
+        let shared = &self.handle.shared;
+        if shared.backplane.get().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the server already has a backplane",
+            ));
+        }
+        let hook = Hook::start(config, shared.links.clone())?;
+        // Only `with_backplane` sets it, and it holds `self`: nobody raced us.
+        let _ = shared.backplane.set(hook);
+        Ok(self)
     }
 }
 

@@ -317,6 +317,9 @@ impl<H: Handler> Inner<H> {
         self.core.publish_metrics();
         let mut text = String::with_capacity(8 << 10);
         metrics::render(&self.core.handle.shared.metrics, &mut text);
+        if let Some(stats) = self.core.handle.backplane_stats() {
+            metrics::render_backplane(&stats, &mut text);
+        }
         write_response(
             &mut bytes,
             200,

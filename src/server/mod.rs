@@ -1,6 +1,7 @@
 //! The event loop and the application API.
 
 mod app_timers;
+mod backplane_hook;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod core;

@@ -38,6 +38,8 @@ pub struct Broadcast {
     budget_left: u64,
     local_publishers: u64,
     done: bool,
+    /// Publishers' own receptions count as deliveries (and latency samples).
+    count_publishers: bool,
 }
 
 pub struct BConn {
@@ -77,7 +79,15 @@ impl Broadcast {
             budget_left: 0,
             local_publishers: 0,
             done: false,
+            count_publishers: true,
         }
+    }
+
+    /// Whether publishers' receptions count as deliveries and latency samples (false:
+    /// only subscribers', for `--subscriber-url`).
+    pub fn count_publishers(mut self, yes: bool) -> Self {
+        self.count_publishers = yes;
+        self
     }
 
     #[inline]
@@ -98,14 +108,23 @@ impl Broadcast {
         }
     }
 
-    /// Strips `user<N>: ` from a relayed text; `None` for anything else.
+    /// Strips `user<N>: ` (or `user<N>-<hex tag>: `, from a `--redis` instance) from a
+    /// relayed text; `None` for anything else.
     fn strip_user(b: &[u8]) -> Option<&[u8]> {
         let rest = b.strip_prefix(b"user")?;
         let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return None;
         }
-        rest[digits..].strip_prefix(b": ")
+        let mut rest = &rest[digits..];
+        if let Some(tagged) = rest.strip_prefix(b"-") {
+            let hex = tagged.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+            if hex == 0 {
+                return None;
+            }
+            rest = &tagged[hex..];
+        }
+        rest.strip_prefix(b": ")
     }
 
     /// `user<N> come in!` and `user<N> left`.
@@ -294,7 +313,7 @@ impl App for Broadcast {
             });
         }
         *exp = (*exp).max(seq + 1);
-        if ctx.st.measuring {
+        if ctx.st.measuring && (self.count_publishers || c.publisher.is_none()) {
             let lat = ctx.now.saturating_sub(epoch_ns() + ts);
             ctx.st.hist.record(lat);
             ctx.st.msgs += 1;
@@ -340,6 +359,12 @@ mod tests {
         assert_eq!(Broadcast::strip_user(b"user12: #abc"), Some(&b"#abc"[..]));
         assert_eq!(Broadcast::strip_user(b"user12 come in!"), None);
         assert_eq!(Broadcast::strip_user(b"user: x"), None);
+        assert_eq!(
+            Broadcast::strip_user(b"user7-3fa9c1d2: #abc"),
+            Some(&b"#abc"[..])
+        );
+        assert_eq!(Broadcast::strip_user(b"user7-: #abc"), None);
+        assert!(Broadcast::is_notice(b"user7-3fa9c1d2 come in!"));
         assert!(Broadcast::is_notice(b"user3 come in!"));
         assert!(Broadcast::is_notice(b"user3 left"));
         assert!(!Broadcast::is_notice(b"hello"));

@@ -119,6 +119,12 @@ pub struct BroadcastArgs {
     /// Binary messages (relayed verbatim by the chat server; default text, relayed as `user<N>: T`).
     #[arg(long)]
     pub binary: bool,
+    /// Subscribers connect here instead of --url (e.g. another instance joined through
+    /// `--redis`); publishers stay on --url. Deliveries and latency are then counted at
+    /// the subscribers only, so the figures are the subscribers' path (pass the same URL
+    /// as --url for the single-instance baseline with the same accounting).
+    #[arg(long, value_name = "URL")]
+    pub subscriber_url: Option<String>,
     /// Measured seconds (default 5 unless --messages is given).
     #[arg(long, short = 'd', value_name = "SECS", conflicts_with = "messages")]
     pub duration: Option<f64>,

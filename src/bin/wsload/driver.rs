@@ -156,6 +156,8 @@ pub trait App: Send + 'static {
 #[derive(Clone)]
 pub struct NetCfg {
     pub target: Target,
+    /// Connections with an id at least `.0` go to `.1` instead of `target`.
+    pub alt_target: Option<(u32, Target)>,
     pub sources: Vec<IpAddr>,
     pub threads: u32,
     /// Connections to open, all threads.
@@ -169,6 +171,16 @@ pub struct NetCfg {
     pub seed: u64,
     /// Poll with a zero timeout during warmup, measure and drain.
     pub busy_poll: bool,
+}
+
+impl NetCfg {
+    /// Where connection `id` connects.
+    pub fn target_for(&self, id: u32) -> &Target {
+        match &self.alt_target {
+            Some((from, t)) if id >= *from => t,
+            _ => &self.target,
+        }
+    }
 }
 
 struct Worker<A: App> {
@@ -312,7 +324,7 @@ impl<A: App> Worker<A> {
                 Some(self.net.sources[id as usize % self.net.sources.len()])
             };
             let now = now_ns();
-            let sock = match conn::start_connect(self.net.target.addr, src) {
+            let sock = match conn::start_connect(self.net.target_for(id).addr, src) {
                 Ok(s) => s,
                 Err(e) => {
                     self.failed_delta += 1;
@@ -425,12 +437,8 @@ impl<A: App> Worker<A> {
         }
         self.wbuf.clear();
         let key_str = std::str::from_utf8(&c.partial).unwrap_or("");
-        conn::write_request(
-            &mut self.wbuf,
-            &self.net.target.host,
-            &self.net.target.path,
-            key_str,
-        );
+        let target = self.net.target_for(c.id);
+        conn::write_request(&mut self.wbuf, &target.host, &target.path, key_str);
         c.partial.clear();
         c.state = State::Handshake;
         if let Err(e) = c.send(&self.wbuf) {

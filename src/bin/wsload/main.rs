@@ -95,6 +95,7 @@ impl Env {
         let threads = c.threads.min(total.max(1));
         let net = NetCfg {
             target: self.target.clone(),
+            alt_target: None,
             sources: self.sources.clone(),
             threads,
             total,
@@ -288,7 +289,11 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
     check_secs("--warmup", a.warmup)?;
     check_secs("--duration", a.duration.unwrap_or(0.0))?;
     let want = a.subscribers.saturating_add(a.publishers);
-    let (net, capped) = env.net(c, want, true, None);
+    let (mut net, capped) = env.net(c, want, true, None);
+    if let Some(u) = &a.subscriber_url {
+        net.alt_target = Some((a.publishers, cli::parse_url(u)?));
+    }
+    let count_publishers = a.subscriber_url.is_none();
     if capped && net.total <= a.publishers {
         return Err("the open-file limit leaves no room for subscribers".into());
     }
@@ -309,7 +314,10 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
         Phase::Connecting,
         secs(deadline),
         c.quiet,
-        |_| broadcast::Broadcast::new(m, window, size, binary, rate, per_pub),
+        |_| {
+            broadcast::Broadcast::new(m, window, size, binary, rate, per_pub)
+                .count_publishers(count_publishers)
+        },
     )?;
     let mut notes = Vec::new();
     connect_all(&mut ctl, total, secs(c.connect_timeout), &mut notes);
