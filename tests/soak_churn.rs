@@ -119,3 +119,49 @@ fn burst_past_the_fd_limit_is_refused_and_the_server_recovers() {
     let after = settle_fds(&server, base);
     assert_eq!(after, base, "fds before {base}, after {after}");
 }
+
+/// Found by the soak (churn with resets): an echo large enough for the direct `writev`
+/// path, written to a socket the client had already reset, set the connection to wait for
+/// WRITABLE (which a dead socket never reports) while the write had consumed the socket's
+/// error; the next read then saw a plain EOF and the connection lingered with its unsent
+/// echo until the close timeout. Under reset churn that held thousands of connections and
+/// tens of MB. With an hour-long close timeout, only a prompt release gets the fd back.
+#[test]
+fn echo_to_a_reset_socket_releases_the_connection_at_once() {
+    use std::io::Write;
+    let server = ServerProc::start(
+        "echo",
+        &["--threads", "1", "--no-www", "--close-timeout", "3600"],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let base = server.fd_count();
+    for _ in 0..5 {
+        let mut s = common::raw_ws(server.addr);
+        // Stop the server so the message and the reset are both queued before it reads:
+        // it reads the message (20 KB: within the receive window, and past the direct-write
+        // threshold), then its echo meets the reset.
+        signal(server.pid(), "STOP");
+        s.write_all(&common::client_frame(true, 2, &vec![7u8; 20_000]))
+            .unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        std::thread::sleep(Duration::from_millis(100));
+        signal(server.pid(), "CONT");
+    }
+    let after = settle_fds(&server, base);
+    assert_eq!(
+        after, base,
+        "fds before {base}, after {after}: a connection lingers"
+    );
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}

@@ -49,6 +49,9 @@ pub struct ChurnArgs {
     /// Pause between one worker's operations, in milliseconds.
     #[arg(long, default_value_t = 10)]
     pub pause_ms: u64,
+    /// Only this kind of operation (clean, rst, half, http); default: all, in turn.
+    #[arg(long, value_parser = ["clean", "rst", "half", "http"])]
+    pub only: Option<String>,
     /// Slow readers at a time (0: none).
     #[arg(long, default_value_t = 2)]
     pub slow_readers: u32,
@@ -217,7 +220,14 @@ fn worker(run: &Run, w: u32, deadline: Instant) {
     let mut parked: Vec<(Instant, TcpStream)> = Vec::new();
     let mut i = 0u64;
     while Instant::now() < deadline {
-        let r = match i % 6 {
+        let kind = match run.a.only.as_deref() {
+            Some("clean") => 0,
+            Some("rst") => 1,
+            Some("half") => 2,
+            Some("http") => 4,
+            _ => i % 6,
+        };
+        let r = match kind {
             0 | 3 => ("clean", clean(run, &mut rng)),
             1 => ("rst", rst(run, &mut rng)),
             2 => ("half", half(run, &mut rng, &mut parked)),
