@@ -191,12 +191,16 @@ waves=2
 [ "$secs" -ge 300 ] && waves=3
 for w in $(seq "$waves"); do
     sleep_until $((secs * (10 + 15 * (w - 1)) / 100 + 5))
-    echo "soak: wave $w at $(elapsed)s: burst of $burst connections"
-    set +e
-    nice -n "$niceness" "$wsload" churn --url "ws://$addr/" --burst "$burst" --burst-hold 3 \
-        >"$out/burst$w.json" 2>"$out/burst$w.err"
-    echo $? >"$out/burst$w.rc"
-    set -e
+    if [ "$scheme" = ws ]; then
+        echo "soak: wave $w at $(elapsed)s: burst of $burst connections"
+        set +e
+        nice -n "$niceness" "$wsload" churn --url "ws://$addr/" --burst "$burst" --burst-hold 3 \
+            >"$out/burst$w.json" 2>"$out/burst$w.err"
+        echo $? >"$out/burst$w.rc"
+        set -e
+    else
+        echo "soak: wave $w at $(elapsed)s: no burst (wsload churn speaks plain ws only)"
+    fi
     case $w in
         1) victim=$echo_pid; what="echo client" ;;
         2) victim=$spid; what="server" ;;
