@@ -3,7 +3,7 @@
 # `websockets` + pytest, Node `ws` + `playwright-core`, Debian's chromium and
 # redis-server, which the backplane tests start on a free port), then runs
 # the Rust unit, property, conformance, hostile and interop tests, the Python and Node
-# interop tests and the browser tests. Exits non-zero if anything fails.
+# interop tests and the browser tests, and a 2-minute soak (scripts/soak.sh). Exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -43,6 +43,9 @@ run() {
 }
 
 run cargo test --locked --all-targets
+# Two minutes of soak on the debug binaries built above (churn, faults, fd/RSS baselines;
+# scripts/soak.sh for the criteria); its samples, plot and client logs stay in target/soak/ci.
+run env SOAK_PROFILE=debug SOAK_NO_BUILD=1 SOAK_OUT="$ROOT/target/soak/ci" scripts/soak.sh 120s
 if [ -f tests/python/test_interop.py ]; then
   run python3 -m pytest -q tests/python
 fi

@@ -3,6 +3,8 @@
 
 #[path = "common/fuzz_checks.rs"]
 mod fuzz_checks;
+#[path = "common/fuzz_http1.rs"]
+mod fuzz_http1;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -48,4 +50,9 @@ fn deflate_negotiate_corpus_replays_clean() {
 #[test]
 fn deflate_inflate_corpus_replays_clean() {
     replay("deflate_inflate", fuzz_checks::check_deflate_inflate);
+}
+
+#[test]
+fn http1_corpus_replays_clean() {
+    replay("http1", fuzz_http1::check_http1);
 }

@@ -414,7 +414,16 @@ impl BodyReader {
                         }
                         continue;
                     }
-                    match step(chunk, input[i])? {
+                    // Bytes before a framing error count against the budget first, so
+                    // the answer (413 or 400) does not depend on how the input was split.
+                    let stepped = match step(chunk, input[i]) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            self.spend(i as u64)?;
+                            return Err(e);
+                        }
+                    };
+                    match stepped {
                         Some(next) => chunk = next,
                         None => {
                             i += 1;

@@ -227,6 +227,24 @@ fn bodies_past_the_budget_are_413() {
     assert_eq!(r.consume(big.as_bytes()).unwrap_err().status(), 413);
 }
 
+/// Found by the http1 fuzz target: a body past its budget with a framing error after it
+/// was 400 when it arrived in one piece and 413 when split before the bad byte.
+#[test]
+fn over_budget_then_bad_framing_is_413_however_split() {
+    let body = format!("20\r\n{}XX", "a".repeat(32));
+    for step in [1, 5, 16, body.len()] {
+        let mut r = BodyReader::new(BodyLength::Chunked, 16).unwrap().unwrap();
+        let mut err = None;
+        for piece in body.as_bytes().chunks(step) {
+            if let Err(e) = r.consume(piece) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(HttpError::BodyTooLarge), "step {step}");
+    }
+}
+
 #[test]
 fn keep_alive_rules() {
     let ka = |s: &str| parse(s).unwrap().keep_alive();

@@ -213,8 +213,16 @@ impl Core {
             let hl = encode_header(&mut h, true, opcode, payload.len() as u64, None);
             let total = hl + payload.len();
             let iov = [IoSlice::new(&h[..hl]), IoSlice::new(payload)];
-            // On WouldBlock, or an error the next flush reports: queue everything.
-            let written = c.stream.write_vectored(&iov).unwrap_or_default();
+            let (written, blocked) = match c.stream.write_vectored(&iov) {
+                // A short write: the send buffer is full, wait for WRITABLE.
+                Ok(n) => (n, true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => (0, true),
+                // Any other error (a reset): queue everything but do not wait for
+                // WRITABLE, which a dead socket never reports. This write consumed the
+                // socket's error, so the next read sees a plain EOF; the flush this queue
+                // triggers writes again, fails (EPIPE) and releases the connection.
+                Err(_) => (0, false),
+            };
             self.metrics.bytes_out += written as u64;
             // TLS: all of it accepted, but ciphertext the kernel refused is left in rustls.
             if written == total && c.stream.wants_write() {
@@ -224,7 +232,9 @@ impl Core {
             if written == total {
                 return;
             }
-            c.flags |= flags::WRITE_BLOCKED;
+            if blocked {
+                c.flags |= flags::WRITE_BLOCKED;
+            }
             let out = c.out.append(&mut self.pool);
             if written < hl {
                 out.extend_from_slice(&h[written..hl]);

@@ -428,7 +428,7 @@ pub fn reference_head_end(buf: &[u8], max_head: usize) -> Result<Option<usize>, 
     }
 }
 
-fn check_status(e: HttpError) {
+pub fn check_status(e: HttpError) {
     let status = e.status();
     assert!(
         matches!(status, 400 | 405 | 413 | 426 | 431 | 501),

@@ -26,7 +26,22 @@ pub fn startup_addr(line: &str) -> SocketAddr {
 impl ServerProc {
     /// Starts `wsloop <mode> --listen 127.0.0.1:0 <extra...>` and waits for its start-up line.
     pub fn start(mode: &str, extra: &[&str]) -> ServerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        ServerProc::start_wrapped(&[], mode, extra)
+    }
+
+    /// [`ServerProc::start`] run through `wrapper` (e.g. `prlimit --nofile=128:128 --`),
+    /// which must exec the server so that the child's pid is the server's.
+    pub fn start_wrapped(wrapper: &[&str], mode: &str, extra: &[&str]) -> ServerProc {
+        let exe = env!("CARGO_BIN_EXE_wsloop");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = cmd
             .arg(mode)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)

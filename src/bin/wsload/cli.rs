@@ -27,6 +27,9 @@ pub enum Command {
     Broadcast(BroadcastArgs),
     /// Handshakes per second; with --hold, keep N idle connections open (server memory).
     Connect(ConnectArgs),
+    /// Soak churn: connections opened and ended every way (clean, reset, half-open), plain
+    /// HTTP, slow readers that must be dropped; or, with --burst, a burst of connections.
+    Churn(crate::churn::ChurnArgs),
 }
 
 #[derive(Args, Debug, Clone)]

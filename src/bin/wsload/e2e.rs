@@ -198,6 +198,7 @@ fn run(args: &[&str]) -> Report {
         Command::Echo(a) => crate::run_echo(a),
         Command::Broadcast(a) => crate::run_broadcast(a),
         Command::Connect(a) => crate::run_connect(a),
+        Command::Churn(_) => unreachable!("churn prints its own result"),
     }
     .unwrap()
 }
@@ -359,4 +360,36 @@ fn refused_connections_are_errors() {
     let u = url(&addr);
     let r = run(&["echo", "--url", &u, "-c", "3", "-d", "0.1", "-w", "0"]);
     assert_eq!(r.stats.errors[ErrorKind::Connect as usize], 3);
+}
+
+#[test]
+fn churn_catches_a_corrupted_echo() {
+    let u = url(&server(Mode::CorruptEcho));
+    let cli = Cli::try_parse_from([
+        "wsload",
+        "churn",
+        "--url",
+        &u,
+        "-d",
+        "1.5",
+        "--workers",
+        "2",
+        "--pause-ms",
+        "1",
+        "--slow-readers",
+        "0",
+        "--io-timeout",
+        "5",
+        "--handshake-timeout",
+        "0",
+        "--half-open-grace",
+        "0.5",
+    ])
+    .unwrap();
+    let Command::Churn(a) = &cli.cmd else {
+        unreachable!()
+    };
+    // The test server answers neither HTTP nor abandoned heads; only the echoes matter:
+    // every 50th comes back with a flipped byte, which must be reported.
+    assert_eq!(crate::churn::run(a), Ok(1));
 }

@@ -2,10 +2,13 @@
 //!
 //! Scenarios: `echo` (K messages in flight per connection, verified byte for byte),
 //! `broadcast` (chat fan-out with per-publisher ordering checks) and `connect`
-//! (handshakes per second, or idle connections held for a memory reading).
+//! (handshakes per second, or idle connections held for a memory reading), `churn`
+//! (short-lived connections ended every way, for soak runs).
 //! Loopback only; every run is bounded by a duration or count and an overall deadline.
 
+mod blocking;
 mod broadcast;
+mod churn;
 mod cli;
 mod conn;
 mod connect;
@@ -530,6 +533,10 @@ fn main() {
         Command::Echo(a) => run_echo(a),
         Command::Broadcast(a) => run_broadcast(a),
         Command::Connect(a) => run_connect(a),
+        Command::Churn(a) => match churn::run(a) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(report) => {
