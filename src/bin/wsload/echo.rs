@@ -6,7 +6,7 @@
 //! in order on a connection, so the send time of message `seq` sits in a ring of K slots.
 
 use crate::driver::{App, Ctx, Phase};
-use crate::payload::{fill_byte, get6, put6};
+use crate::payload::{fill_byte, get6, json_like, put6};
 use crate::stats::ErrorKind;
 use wsloop::protocol::decoder::Message;
 use wsloop::protocol::frame::{encode_header, OpCode, MAX_HEADER_LEN};
@@ -27,6 +27,8 @@ pub struct Echo {
     mask: [u8; 4],
     /// The unmasked payload, for comparing echoes past the stamp.
     reference: Vec<u8>,
+    /// --deflate: the payload of the message being compressed (stamp overwritten).
+    plain: Vec<u8>,
     sending: bool,
     /// --messages: this thread's share, what is left to send and what was counted.
     quota: Option<u64>,
@@ -48,8 +50,20 @@ pub struct EchoConn {
 }
 
 impl Echo {
-    pub fn new(k: u32, size: usize, binary: bool, mask: [u8; 4], quota: Option<u64>) -> Self {
-        let reference: Vec<u8> = (0..size).map(|i| fill_byte(i, binary)).collect();
+    /// `json`: JSON-like payloads ([`json_like`]) instead of [`fill_byte`]'s.
+    pub fn new(
+        k: u32,
+        size: usize,
+        binary: bool,
+        json: bool,
+        mask: [u8; 4],
+        quota: Option<u64>,
+    ) -> Self {
+        let reference: Vec<u8> = if json {
+            json_like(size)
+        } else {
+            (0..size).map(|i| fill_byte(i, binary)).collect()
+        };
         let mut h = [0u8; MAX_HEADER_LEN];
         let op = if binary { OpCode::Binary } else { OpCode::Text };
         let header_len = encode_header(&mut h, true, op, size as u64, Some(mask));
@@ -64,6 +78,7 @@ impl Echo {
             frame,
             header_len,
             mask,
+            plain: reference.clone(),
             reference,
             sending: false,
             quota,
@@ -166,7 +181,15 @@ impl App for Echo {
         if n == 0 {
             return;
         }
-        out.reserve(n as usize * self.frame.len());
+        let deflate = ctx.z.on(ctx.key);
+        if !deflate {
+            out.reserve(n as usize * self.frame.len());
+        }
+        let op = if self.binary {
+            OpCode::Binary
+        } else {
+            OpCode::Text
+        };
         for _ in 0..n {
             let seq = c.sent;
             c.sent_at[c.head as usize] = ctx.now;
@@ -174,11 +197,17 @@ impl App for Echo {
             if c.head as u64 == self.k {
                 c.head = 0;
             }
-            let start = out.len() + self.header_len;
-            out.extend_from_slice(&self.frame);
             let stamp = Self::stamp_for(seq, c.id);
-            for (j, b) in out[start..start + self.stamp].iter_mut().enumerate() {
-                *b = stamp[j] ^ self.mask[j & 3];
+            if deflate {
+                // Every message is compressed on its own (the stamp differs).
+                self.plain[..self.stamp].copy_from_slice(&stamp[..self.stamp]);
+                ctx.z.write(ctx.key, out, op, &self.plain, ctx.mask);
+            } else {
+                let start = out.len() + self.header_len;
+                out.extend_from_slice(&self.frame);
+                for (j, b) in out[start..start + self.stamp].iter_mut().enumerate() {
+                    *b = stamp[j] ^ self.mask[j & 3];
+                }
             }
             c.sent += 1;
         }
@@ -262,7 +291,7 @@ mod tests {
 
     #[test]
     fn frames_decode_to_stamped_payload() {
-        let e = Echo::new(1, 30, false, [1, 2, 3, 4], None);
+        let e = Echo::new(1, 30, false, false, [1, 2, 3, 4], None);
         let mut out = e.frame.clone();
         let stamp = Echo::stamp_for(77, 5);
         for j in 0..STAMP {
