@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wsloop::apps::{chat::Chat, echo::Echo};
+use wsloop::protocol::deflate::DeflateConfig;
 use wsloop::server::Router;
 use wsloop::{Config, Handler, Server};
 
@@ -89,6 +90,28 @@ struct Opts {
     /// Serve Prometheus metrics (text format 0.0.4) at GET /metrics on the same port.
     #[arg(long, global = true)]
     metrics: bool,
+    /// Accept permessage-deflate (RFC 7692). By default the server answers
+    /// server_no_context_takeover and client_no_context_takeover: one compressor and one
+    /// inflater per loop, nothing per connection.
+    #[arg(long, global = true)]
+    deflate: bool,
+    /// With --deflate: keep compression contexts between messages when the client allows
+    /// it (better ratios on small similar messages; a compressor and an inflater per
+    /// connection, sized by --deflate-window-bits and --deflate-mem-level).
+    #[arg(long, global = true)]
+    deflate_context_takeover: bool,
+    /// With --deflate: the largest LZ77 window, log2 bytes, both directions (8 acts as 9).
+    #[arg(long, global = true, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    deflate_window_bits: u8,
+    /// With --deflate: zlib memory level of a compressor (1 smallest .. 9).
+    #[arg(long, global = true, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
+    deflate_mem_level: u8,
+    /// With --deflate: compression level (0 none, 1 fastest .. 9 best).
+    #[arg(long, global = true, default_value_t = 6, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
+    deflate_level: u8,
+    /// With --deflate: messages shorter than this are sent uncompressed.
+    #[arg(long, global = true, default_value = "128", value_name = "SIZE", value_parser = cli_args::message_size)]
+    deflate_min_size: usize,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -163,6 +186,15 @@ fn main() {
         },
         handle_signals: true,
         metrics: o.metrics,
+        deflate: o.deflate.then_some(DeflateConfig {
+            server_max_window_bits: o.deflate_window_bits,
+            client_max_window_bits: o.deflate_window_bits,
+            server_no_context_takeover: !o.deflate_context_takeover,
+            client_no_context_takeover: !o.deflate_context_takeover,
+            mem_level: o.deflate_mem_level,
+            level: o.deflate_level,
+            min_compress_size: o.deflate_min_size,
+        }),
         ..Config::default()
     };
     if let Err(e) = config.validate() {

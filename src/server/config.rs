@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::protocol::deflate::DeflateConfig;
+
 /// Shortest timeout: the timer wheel's tick; anything shorter would round up to it anyway.
 pub const MIN_TIMEOUT: Duration = crate::server::timer::TICK;
 /// Longest timeout (24 h). The wheel counts 100 ms ticks in a `u32` as `now + ticks`; with
@@ -94,6 +96,11 @@ pub struct Config {
     /// Size in bytes of the one loop-wide receive buffer. In `4 KiB..=64 MiB`.
     /// Default 512 KiB.
     pub recv_buffer_size: usize,
+    /// permessage-deflate (RFC 7692): `Some` accepts a client's offer with these
+    /// parameters, `None` declines every offer. Default `None`. Checked: window bits in
+    /// `8..=15`, memory level `1..=9`, level `0..=9`, `min_compress_size` at most
+    /// `max_message_size`.
+    pub deflate: Option<DeflateConfig>,
 }
 
 impl Default for Config {
@@ -116,6 +123,7 @@ impl Default for Config {
             handle_signals: false,
             metrics: false,
             recv_buffer_size: 512 << 10,
+            deflate: None,
         }
     }
 }
@@ -162,6 +170,35 @@ impl From<ConfigError> for io::Error {
     fn from(e: ConfigError) -> Self {
         io::Error::new(io::ErrorKind::InvalidInput, e)
     }
+}
+
+/// The permessage-deflate parameters a zlib can honour (RFC 7692 §7.1.2: windows of
+/// 2^8..2^15 bytes; 8 acts as 9, see [`crate::protocol::deflate`]).
+fn check_deflate(d: &DeflateConfig, max_message_size: usize) -> Result<(), ConfigError> {
+    let bits = |b: u8| format!("{b} bits");
+    in_range(
+        "deflate.server_max_window_bits",
+        d.server_max_window_bits,
+        8,
+        15,
+        bits,
+    )?;
+    in_range(
+        "deflate.client_max_window_bits",
+        d.client_max_window_bits,
+        8,
+        15,
+        bits,
+    )?;
+    in_range("deflate.mem_level", d.mem_level, 1, 9, |v| v.to_string())?;
+    in_range("deflate.level", d.level, 0, 9, |v| v.to_string())?;
+    in_range(
+        "deflate.min_compress_size",
+        d.min_compress_size,
+        0,
+        max_message_size,
+        bytes,
+    )
 }
 
 /// `Ok` if `lo <= v <= hi`, else an error naming the bounds (with `show` for the units).
@@ -260,6 +297,9 @@ impl Config {
             MAX_RECV_BUFFER,
             bytes,
         )?;
+        if let Some(d) = &self.deflate {
+            check_deflate(d, self.max_message_size)?;
+        }
         if let Some(dir) = &self.www {
             if !dir.is_dir() {
                 return Err(ConfigError::new(

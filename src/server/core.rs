@@ -14,6 +14,7 @@ use slab::Slab;
 use super::app_timers::AppTimers;
 use super::config::{Config, MAX_TIMEOUT};
 use super::connection::{flags, Conn, State};
+use super::deflate::LoopDeflate;
 use super::fd_limit;
 use super::handle::{encode_frame, encode_shared, Command, ServerHandle};
 use super::handler::{ConnId, Payload, SendStatus};
@@ -103,6 +104,8 @@ pub(crate) struct Core {
     pub next_generation: u32,
     /// This loop's counters: plain adds on the loop thread, published once per iteration.
     pub metrics: LoopMetrics,
+    /// permessage-deflate state, when `config.deflate` allows it.
+    pub deflate: Option<Box<LoopDeflate>>,
 }
 
 impl Core {
@@ -122,6 +125,7 @@ impl Core {
         // spread is uneven.
         let capacity = (max_connections / handle.loops().max(1)).min(1 << 20);
         let loops = handle.loops();
+        let deflate = config.deflate.map(|cfg| Box::new(LoopDeflate::new(cfg)));
         Core {
             loop_id,
             handle,
@@ -144,6 +148,7 @@ impl Core {
             scratch: Vec::new(),
             next_generation: 0,
             metrics: LoopMetrics::default(),
+            deflate,
         }
     }
 
@@ -267,8 +272,18 @@ impl Core {
         }
         if matches!(opcode, OpCode::Text | OpCode::Binary) {
             self.metrics.messages_out += 1;
+            if let Some(z) = self.deflate.as_deref_mut().filter(|z| z.is_on(idx)) {
+                let c = &mut self.conns[idx as usize];
+                let before = c.out.len();
+                z.write_frame(idx, c.out.append(&mut self.pool), opcode, payload);
+                self.metrics.buffered_bytes += (c.out.len() - before) as u64;
+                self.after_queue(idx);
+            } else {
+                self.queue_frame(idx, opcode, payload);
+            }
+        } else {
+            self.queue_frame(idx, opcode, payload);
         }
-        self.queue_frame(idx, opcode, payload);
         if self.conns[idx as usize].out.len() > limit {
             SendStatus::Backpressure
         } else {
@@ -363,6 +378,9 @@ impl Core {
         self.metrics.on_discarded(c.out.len() as u64);
         c.out.release(&mut self.pool);
         self.pool.put(std::mem::take(&mut c.rx));
+        if let Some(z) = self.deflate.as_deref_mut() {
+            z.close(idx);
+        }
         self.to_free.push(idx);
     }
 
@@ -479,6 +497,15 @@ impl Core {
         let mut delivered = 0;
         let mut slow = Vec::new();
         let subs = std::mem::take(&mut self.topics.subscribers[t as usize]);
+        // Taken out while delivering (and put back below) only when some connection of
+        // this loop agreed to deflate; otherwise the plain path costs one comparison.
+        let mut deflate = match &self.deflate {
+            Some(z) if z.active > 0 => self.deflate.take(),
+            _ => None,
+        };
+        if let Some(z) = deflate.as_deref_mut() {
+            z.begin_publish();
+        }
         for &idx in &subs {
             let c = &self.conns[idx as usize];
             if !c.is_open() {
@@ -490,8 +517,14 @@ impl Core {
                 slow.push(idx);
                 continue;
             }
-            self.queue_bytes(idx, frame);
+            match deflate.as_deref_mut() {
+                Some(z) => self.queue_published(z, idx, frame),
+                None => self.queue_bytes(idx, frame),
+            }
             delivered += 1;
+        }
+        if deflate.is_some() {
+            self.deflate = deflate;
         }
         self.metrics.deliveries += delivered as u64;
         self.metrics.messages_out += delivered as u64;
@@ -524,12 +557,32 @@ impl Core {
             return SendStatus::Dropped;
         }
         self.metrics.messages_out += 1;
-        self.queue_bytes(id.index, frame);
+        match self.deflate.take() {
+            Some(mut z) => {
+                z.begin_publish();
+                self.queue_published(&mut z, id.index, frame);
+                self.deflate = Some(z);
+            }
+            None => self.queue_bytes(id.index, frame),
+        }
         if self.conns[id.index as usize].out.len() > limit {
             SendStatus::Backpressure
         } else {
             SendStatus::Sent
         }
+    }
+
+    /// Appends an encoded frame for one connection, compressed if it agreed to
+    /// permessage-deflate.
+    fn queue_published(&mut self, z: &mut LoopDeflate, idx: u32, frame: &[u8]) {
+        let c = &mut self.conns[idx as usize];
+        let before = c.out.len();
+        let out = c.out.append(&mut self.pool);
+        if !z.write_published(idx, frame, out) {
+            out.extend_from_slice(frame);
+        }
+        self.metrics.buffered_bytes += (c.out.len() - before) as u64;
+        self.after_queue(idx);
     }
 
     /// Hands each other loop what this iteration gathered for it, one batch and at most

@@ -279,10 +279,21 @@ impl<H: Handler> Inner<H> {
             self.data.resize_with(idx as usize + 1, || None);
         }
         self.data[idx as usize] = Some(data);
+        let deflate = self.core.deflate.as_deref_mut().and_then(|z| {
+            let agreed = z.negotiate(&req)?;
+            z.open(idx, agreed);
+            Some(agreed)
+        });
         let mut resp = Vec::with_capacity(160);
-        write_accept_response(&mut resp, &upgrade.accept, protocol.as_deref());
+        write_accept_response(
+            &mut resp,
+            &upgrade.accept,
+            protocol.as_deref(),
+            deflate.as_ref(),
+        );
         self.core.queue_bytes(idx, &resp);
         let c = &mut self.core.conns[idx as usize];
+        c.decoder.set_permessage_deflate(deflate.is_some());
         c.state = State::Open;
         c.flags |= flags::OPENED;
         let t = self.core.ticks.idle_half;

@@ -4,6 +4,7 @@ mod app_timers;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod core;
+mod deflate;
 pub mod event_loop;
 mod expiry;
 pub mod fd_limit;

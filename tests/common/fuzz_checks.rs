@@ -565,6 +565,7 @@ pub fn check_request(head: &[u8]) {
                 &mut out,
                 &u.accept,
                 u.protocol.map(|i| SERVER_PROTOCOLS[i]),
+                None,
             );
             assert!(out.starts_with(b"HTTP/1.1 101 ") && out.ends_with(b"\r\n\r\n"));
         }
