@@ -24,6 +24,7 @@ What is checked:
 
 import asyncio
 import base64
+import functools
 import os
 import random
 import socket
@@ -224,31 +225,29 @@ async def recv(ws):
     return await asyncio.wait_for(ws.recv(), T)
 
 
+@functools.lru_cache(maxsize=64)
 def compressible_text(n):
     """JSON-like text of exactly `n` UTF-8 bytes, with multi-byte characters."""
-    s = ""
-    i = 0
-    while len(s.encode()) < n:
-        s += f'{{"id":{i},"user":"usér{i % 7}","text":"message {i % 13} €"}},'
+    parts = []
+    size = i = 0
+    while size < n:
+        rec = f'{{"id":{i},"user":"usér{i % 7}","text":"message {i % 13} €"}},'
+        parts.append(rec)
+        size += len(rec.encode())
         i += 1
-    b = s.encode()[:n]
-    # Cut at a character boundary, then pad with ASCII to exactly n bytes.
-    t = b.decode(errors="ignore")
+    return fit("".join(parts), n)
+
+
+def fit(s, n):
+    """`s` cut to at most `n` UTF-8 bytes at a character boundary, padded with `x` to `n`."""
+    t = s.encode()[:n].decode(errors="ignore")
     return t + "x" * (n - len(t.encode()))
 
 
 def random_text(n, rng):
+    """`n` UTF-8 bytes of random characters (1 to 4 bytes each): barely compressible."""
     chars = [chr(c) for c in range(0x20, 0x7F)] + ["é", "€", "𝄞", "ж"]
-    out = []
-    size = 0
-    while size < n:
-        c = rng.choice(chars)
-        k = len(c.encode())
-        if size + k > n:
-            c, k = "x", 1
-        out.append(c)
-        size += k
-    return "".join(out)
+    return fit("".join(rng.choices(chars, k=n)), n)
 
 
 SIZES = [0, 1, 127, 128, 1000, 65536, MiB]
@@ -258,7 +257,8 @@ def payloads(rng):
     """(description, payload, compressible) for every size × kind × text/binary."""
     for n in SIZES:
         yield f"text {n} compressible", compressible_text(n), True
-        yield f"binary {n} compressible", bytes_of(n), True
+        yield f"binary {n} compressible", compressible_text(n).encode(), True
+        yield f"binary {n} pattern", bytes_of(n), False
         yield f"text {n} random", random_text(n, rng), False
         yield f"binary {n} random", rng.randbytes(n), False
 
