@@ -149,10 +149,18 @@ fn serve<H: Handler + Send>(
     server.run()
 }
 
-/// Each loop's handler: a router built by `factory`, behind the Origin allow-list.
+/// Each loop's handler: a router built by `factory`, behind the Origin allow-list if one
+/// was given (an empty list would refuse every browser).
 fn routed(origins: &[String], factory: impl Fn() -> Router) -> impl Fn(usize) -> Router {
     let origins = origins.to_vec();
-    move |_| factory().allow_origins(&origins)
+    move |_| {
+        let router = factory();
+        if origins.is_empty() {
+            router
+        } else {
+            router.allow_origins(&origins)
+        }
+    }
 }
 
 fn main() {
