@@ -15,6 +15,16 @@ use wsloop::protocol::mask::apply_mask;
 /// Bytes of sequence number + connection id at the start of each payload.
 pub const STAMP: usize = 12;
 
+/// --json: how far message bodies are spread over the corpus (64 KiB, twice the largest
+/// deflate window).
+const CORPUS_SPAN: usize = 64 * 1024;
+
+/// --json: where message `seq`'s payload starts in the corpus.
+#[inline]
+fn corpus_offset(seq: u64) -> usize {
+    (seq.wrapping_mul(7919) % CORPUS_SPAN as u64) as usize
+}
+
 pub struct Echo {
     k: u64,
     size: usize,
@@ -27,7 +37,11 @@ pub struct Echo {
     mask: [u8; 4],
     /// The unmasked payload, for comparing echoes past the stamp.
     reference: Vec<u8>,
-    /// --deflate: the payload of the message being compressed (stamp overwritten).
+    /// --json: JSON-like text `size` + [`CORPUS_SPAN`] bytes long; message `seq` carries
+    /// the `size` bytes at [`corpus_offset`]`(seq)`, so consecutive messages differ (a
+    /// compressor keeping its context across messages gets no free matches).
+    corpus: Option<Vec<u8>>,
+    /// --json or --deflate: the payload of the message being built.
     plain: Vec<u8>,
     sending: bool,
     /// --messages: this thread's share, what is left to send and what was counted.
@@ -59,10 +73,10 @@ impl Echo {
         mask: [u8; 4],
         quota: Option<u64>,
     ) -> Self {
-        let reference: Vec<u8> = if json {
-            json_like(size)
-        } else {
-            (0..size).map(|i| fill_byte(i, binary)).collect()
+        let corpus = json.then(|| json_like(size + CORPUS_SPAN));
+        let reference: Vec<u8> = match &corpus {
+            Some(c) => c[..size].to_vec(),
+            None => (0..size).map(|i| fill_byte(i, binary)).collect(),
         };
         let mut h = [0u8; MAX_HEADER_LEN];
         let op = if binary { OpCode::Binary } else { OpCode::Text };
@@ -79,12 +93,25 @@ impl Echo {
             header_len,
             mask,
             plain: reference.clone(),
+            corpus,
             reference,
             sending: false,
             quota,
             budget: 0,
             counted: 0,
             done: false,
+        }
+    }
+
+    /// The payload of message `seq` past the stamp.
+    #[inline]
+    fn body(&self, seq: u64) -> &[u8] {
+        match &self.corpus {
+            Some(c) => {
+                let at = corpus_offset(seq);
+                &c[at + STAMP..at + self.size]
+            }
+            None => &self.reference[STAMP..],
         }
     }
 
@@ -103,7 +130,7 @@ impl Echo {
         if self.stamp == STAMP {
             // Fixed-size compare: no memcmp call for the stamp.
             let got: &[u8; STAMP] = payload[..STAMP].try_into().expect("checked length");
-            got == &expected && payload[STAMP..] == self.reference[STAMP..]
+            got == &expected && payload[STAMP..] == *self.body(seq)
         } else {
             payload == &expected[..self.stamp]
         }
@@ -198,9 +225,14 @@ impl App for Echo {
                 c.head = 0;
             }
             let stamp = Self::stamp_for(seq, c.id);
-            if deflate {
-                // Every message is compressed on its own (the stamp differs).
+            if deflate || self.corpus.is_some() {
+                // Built per message: the stamp and (--json) the body differ.
                 self.plain[..self.stamp].copy_from_slice(&stamp[..self.stamp]);
+                if self.size > STAMP && self.corpus.is_some() {
+                    let at = corpus_offset(seq);
+                    let corpus = self.corpus.as_deref().unwrap_or_default();
+                    self.plain[STAMP..].copy_from_slice(&corpus[at + STAMP..at + self.size]);
+                }
                 ctx.z.write(ctx.key, out, op, &self.plain, ctx.mask);
             } else {
                 let start = out.len() + self.header_len;
@@ -308,5 +340,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn json_bodies_differ_per_message_and_are_checked() {
+        let e = Echo::new(1, 1024, false, true, [1, 2, 3, 4], None);
+        let payload = |seq: u64| {
+            let mut p = Echo::stamp_for(seq, 3).to_vec();
+            p.extend_from_slice(e.body(seq));
+            p
+        };
+        assert_eq!(payload(0).len(), 1024);
+        assert_ne!(e.body(1), e.body(2));
+        assert!(e.matches(7, 3, &payload(7)));
+        // The right stamp with another message's body is a corrupt echo.
+        let mut wrong = payload(7);
+        wrong[STAMP..].copy_from_slice(e.body(8));
+        assert!(!e.matches(7, 3, &wrong));
     }
 }
