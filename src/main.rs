@@ -112,6 +112,13 @@ struct Opts {
     /// With --deflate: messages shorter than this are sent uncompressed.
     #[arg(long, global = true, default_value = "128", value_name = "SIZE", value_parser = cli_args::message_size)]
     deflate_min_size: usize,
+    /// Speak TLS (wss://, https://) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. SIGHUP re-reads both files (open connections keep theirs).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -149,16 +156,35 @@ fn serve<H: Handler + Send>(
     server.run()
 }
 
-/// Each loop's handler: a router built by `factory`, behind the Origin allow-list if one
-/// was given (an empty list would refuse every browser).
+/// Each loop's handler: a router built by `factory`, behind the Origin allow-list.
 fn routed(origins: &[String], factory: impl Fn() -> Router) -> impl Fn(usize) -> Router {
     let origins = origins.to_vec();
-    move |_| {
-        let router = factory();
-        if origins.is_empty() {
-            router
-        } else {
-            router.allow_origins(&origins)
+    // An empty allow-list means "no list" (every Origin), as the start-up log says; an
+    // empty `allow_origins` list would refuse every browser.
+    move |_| match origins.is_empty() {
+        true => factory(),
+        false => factory().allow_origins(&origins),
+    }
+}
+
+/// The TLS configuration from `--tls-cert`/`--tls-key` (clap makes sure both or neither
+/// are given); unusable files end the process with the reason.
+fn tls_config(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Option<wsloop::server::tls::TlsConfig> {
+    let (cert, key) = (cert?, key?);
+    match wsloop::server::tls::TlsConfig::from_pem_files(cert, key) {
+        Ok(t) => {
+            log::info!(
+                "TLS on (wss://, https://; TLS 1.2 and 1.3, ALPN http/1.1) with {}; SIGHUP reloads it",
+                cert.display()
+            );
+            Some(t)
+        }
+        Err(e) => {
+            eprintln!("error: --tls-cert/--tls-key: {e}");
+            std::process::exit(2);
         }
     }
 }
@@ -203,6 +229,7 @@ fn main() {
             level: o.deflate_level,
             min_compress_size: o.deflate_min_size,
         }),
+        tls: tls_config(o.tls_cert.as_deref(), o.tls_key.as_deref()),
         ..Config::default()
     };
     if let Err(e) = config.validate() {

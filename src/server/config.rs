@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::tls::{TlsConfig, ALPN_HTTP11};
 use crate::protocol::deflate::DeflateConfig;
 
 /// Shortest timeout: the timer wheel's tick; anything shorter would round up to it anyway.
@@ -101,6 +102,12 @@ pub struct Config {
     /// `8..=15`, memory level `1..=9`, level `0..=9`, `min_compress_size` at most
     /// `max_message_size`.
     pub deflate: Option<DeflateConfig>,
+    /// Speak TLS on the listener (`wss://`, `https://`): every accepted connection starts
+    /// with a TLS handshake (within `handshake_timeout`), then the same HTTP and WebSocket
+    /// path. Its ALPN list must be empty or exactly `http/1.1` (RFC 6455 runs over
+    /// HTTP/1.1 only). With `handle_signals`, SIGHUP re-reads the certificate files
+    /// ([`TlsConfig::reload`]). Default `None` (plain TCP).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -124,6 +131,7 @@ impl Default for Config {
             metrics: false,
             recv_buffer_size: 512 << 10,
             deflate: None,
+            tls: None,
         }
     }
 }
@@ -308,6 +316,16 @@ impl Config {
                 ));
             }
         }
+        if let Some(tls) = &self.tls {
+            // A client offering h2 first would get h2 and then an HTTP/1.1 answer.
+            let alpn = &tls.server_config().alpn_protocols;
+            if alpn.iter().any(|p| p != ALPN_HTTP11) {
+                return Err(ConfigError::new(
+                    "tls",
+                    "ALPN protocols must be empty or exactly http/1.1 (WebSocket upgrades are HTTP/1.1)",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -478,6 +496,35 @@ mod tests {
         // A file is not a directory either.
         let file = std::env::current_exe().unwrap();
         assert_eq!(field_of(with(|c| c.www = Some(file.clone()))), "www");
+    }
+
+    #[test]
+    fn tls_alpn_must_be_empty_or_http11() {
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let tls = |alpn: &[&[u8]]| {
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+            let mut sc =
+                rustls::ServerConfig::builder_with_provider(crate::server::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(vec![cert.der().clone()], der.into())
+                    .unwrap();
+            sc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Some(TlsConfig::from_server_config(Arc::new(sc)))
+        };
+        with(|c| c.tls = tls(&[])).unwrap();
+        with(|c| c.tls = tls(&[b"http/1.1"])).unwrap();
+        assert_eq!(
+            field_of(with(|c| c.tls = tls(&[b"h2", b"http/1.1"]))),
+            "tls"
+        );
+        assert_eq!(field_of(with(|c| c.tls = tls(&[b"h2"]))), "tls");
     }
 
     #[test]

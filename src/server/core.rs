@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::{IoSlice, Write};
-use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,6 +210,11 @@ impl Core {
             // On WouldBlock, or an error the next flush reports: queue everything.
             let written = c.stream.write_vectored(&iov).unwrap_or_default();
             self.metrics.bytes_out += written as u64;
+            // TLS: all of it accepted, but ciphertext the kernel refused is left in rustls.
+            if written == total && c.stream.wants_write() {
+                c.flags |= flags::WRITE_BLOCKED;
+                return;
+            }
             if written == total {
                 return;
             }
@@ -352,13 +356,15 @@ impl Core {
         self.mark_dirty(idx);
     }
 
-    /// Called when the write buffer emptied in Linger: send our FIN.
+    /// Called when the write buffer emptied in Linger: send our FIN (over TLS, a
+    /// close_notify first; if the kernel refuses it, this runs again on WRITABLE).
     pub fn shutdown_write(&mut self, idx: u32) {
         let c = &mut self.conns[idx as usize];
         if !c.has(flags::SHUT_WR) {
-            c.flags |= flags::SHUT_WR;
-            if c.stream.shutdown(Shutdown::Write).is_err() {
-                self.release(idx);
+            match c.stream.shutdown_write() {
+                Ok(true) => c.flags |= flags::SHUT_WR,
+                Ok(false) => c.flags |= flags::WRITE_BLOCKED,
+                Err(_) => self.release(idx),
             }
         }
     }
@@ -447,8 +453,9 @@ impl Core {
         let result = c.out.flush(&mut c.stream, &mut self.pool);
         self.metrics.on_written((before - c.out.len()) as u64);
         match result {
-            Ok(true) => c.flags &= !flags::WRITE_BLOCKED,
-            Ok(false) => c.flags |= flags::WRITE_BLOCKED,
+            // TLS: the buffer is out only if rustls holds no ciphertext either.
+            Ok(true) if !c.stream.wants_write() => c.flags &= !flags::WRITE_BLOCKED,
+            Ok(_) => c.flags |= flags::WRITE_BLOCKED,
             // Reported again by the next flush, which releases the connection.
             Err(_) => return false,
         }

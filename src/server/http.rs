@@ -253,7 +253,11 @@ impl<H: Handler> Inner<H> {
         };
         // Owned, so the handler may be borrowed mutably below.
         let protocol: Option<Box<str>> = upgrade.protocol.map(|i| protocols[i].into());
-        let peer = self.core.conns[idx as usize].stream.peer_addr().ok();
+        let peer = self.core.conns[idx as usize]
+            .stream
+            .socket()
+            .peer_addr()
+            .ok();
         let up = UpgradeRequest {
             request: &req,
             peer,

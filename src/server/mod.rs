@@ -18,6 +18,7 @@ mod socket_queue;
 pub(crate) mod static_files;
 pub(crate) mod timer;
 pub mod tls;
+mod tls_loop;
 pub mod transport;
 pub mod write_buffer;
 mod ws_read;

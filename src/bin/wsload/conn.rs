@@ -4,6 +4,8 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use mio::net::TcpStream;
+
+use crate::link::Link;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +30,7 @@ pub enum State {
 
 /// A connection's transport and protocol state; `app` is the scenario's own state.
 pub struct Conn<S> {
-    pub sock: TcpStream,
+    pub sock: Link,
     pub state: State,
     /// Global connection index (0-based, across threads).
     pub id: u32,
@@ -184,7 +186,7 @@ pub fn check_response(buf: &[u8], accept: &str) -> HandshakeResult {
 }
 
 impl<S> Conn<S> {
-    pub fn new(sock: TcpStream, id: u32, seed: u64, started_ns: u64, app: S) -> Self {
+    pub fn new(sock: Link, id: u32, seed: u64, started_ns: u64, app: S) -> Self {
         Conn {
             sock,
             state: State::Connecting,
@@ -222,7 +224,7 @@ impl<S> Conn<S> {
             return Ok(());
         }
         loop {
-            match (&self.sock).write(data) {
+            match self.sock.write(data) {
                 Ok(n) if n == data.len() => return Ok(()),
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -242,7 +244,7 @@ impl<S> Conn<S> {
     /// Writes pending output on a WRITABLE event.
     pub fn flush(&mut self) -> io::Result<()> {
         while !self.pending.is_empty() {
-            match (&self.sock).write(&self.pending) {
+            match self.sock.write(&self.pending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.pending.drain(..n);

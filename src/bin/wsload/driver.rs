@@ -9,6 +9,7 @@
 
 use crate::cli::Target;
 use crate::conn::{self, Conn, HandshakeResult, State};
+use crate::link::Link;
 use crate::stats::{ErrorKind, ThreadStats};
 use crate::sys::now_ns;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -347,6 +348,14 @@ impl<A: App> Worker<A> {
             };
             let entry = self.slab.vacant_entry();
             let key = entry.key();
+            let sock = match Link::new(sock, self.net.target.tls.as_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.failed_delta += 1;
+                    self.st.error(ErrorKind::Connect, || format!("TLS: {e}"));
+                    continue;
+                }
+            };
             let mut c = Conn::new(sock, id, self.net.seed, now, self.app.new_conn(id));
             if let Err(e) = self.poll.registry().register(
                 &mut c.sock,
@@ -376,6 +385,12 @@ impl<A: App> Worker<A> {
                 }
             }
             State::Handshake => {
+                if writable {
+                    if let Err(e) = c.sock.flush_tls() {
+                        self.fail(key, ErrorKind::Handshake, format!("write: {e}"));
+                        return;
+                    }
+                }
                 if writable && !c.pending.is_empty() {
                     if let Err(e) = c.flush() {
                         self.fail(key, ErrorKind::Handshake, format!("write: {e}"));
@@ -387,6 +402,12 @@ impl<A: App> Worker<A> {
                 }
             }
             State::Open | State::Closing => {
+                if writable {
+                    if let Err(e) = c.sock.flush_tls() {
+                        self.io_error(key, e);
+                        return;
+                    }
+                }
                 if writable && !c.pending.is_empty() {
                     if let Err(e) = c.flush() {
                         self.io_error(key, e);
@@ -402,14 +423,14 @@ impl<A: App> Worker<A> {
 
     fn finish_connect(&mut self, key: usize) {
         let c = &mut self.slab[key];
-        match c.sock.take_error() {
+        match c.sock.tcp().take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
                 let id = c.id;
                 return self.fail(key, ErrorKind::Connect, format!("connection {id}: {e}"));
             }
         }
-        match c.sock.peer_addr() {
+        match c.sock.tcp().peer_addr() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => {
@@ -436,7 +457,7 @@ impl<A: App> Worker<A> {
     fn read_handshake(&mut self, key: usize) {
         let c = &mut self.slab[key];
         loop {
-            match (&c.sock).read(&mut self.rbuf) {
+            match c.sock.read(&mut self.rbuf) {
                 Ok(0) => {
                     return self.fail(key, ErrorKind::Handshake, "EOF before 101".into());
                 }
@@ -543,7 +564,7 @@ impl<A: App> Worker<A> {
                 rbuf.resize(n, 0);
             }
             let space = rbuf.len() - filled;
-            match (&c.sock).read(&mut rbuf[filled..]) {
+            match c.sock.read(&mut rbuf[filled..]) {
                 Ok(0) => {
                     eof = true;
                     break;

@@ -14,6 +14,7 @@ mod driver;
 #[cfg(test)]
 mod e2e;
 mod echo;
+mod link;
 mod payload;
 mod report;
 mod stats;
@@ -43,7 +44,15 @@ struct Env {
 
 impl Env {
     fn new(c: &Common) -> Result<Env, String> {
-        let target = cli::parse_url(&c.url)?;
+        let mut target = cli::parse_url(&c.url)?;
+        match (&c.tls_ca, target.secure) {
+            (Some(ca), true) => {
+                target.tls = Some(link::TlsTarget::new(ca, &target.hostname)?);
+            }
+            (None, true) => return Err("wss:// needs --tls-ca FILE (the CA to trust)".into()),
+            (Some(_), false) => return Err("--tls-ca is for wss:// URLs".into()),
+            (None, false) => {}
+        }
         let sources = match &c.source_ips {
             Some(s) => cli::parse_source_ips(s, &target.addr)?,
             None => Vec::new(),
