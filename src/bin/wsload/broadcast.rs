@@ -9,7 +9,7 @@
 //! `window` publishes per publisher are unacknowledged.
 
 use crate::driver::{App, Ctx, Phase};
-use crate::payload::{get6, put6};
+use crate::payload::{get6, json_like, put6};
 use crate::stats::ErrorKind;
 use crate::sys::epoch_ns;
 use wsloop::protocol::decoder::Message;
@@ -27,8 +27,11 @@ pub struct Broadcast {
     binary: bool,
     /// Rate mode: ns between two publishes of one publisher.
     interval: Option<u64>,
-    /// `a..z` repeated; the filler of sequence `s` starts at `(FILL_FROM + s) % 26`.
+    /// `a..z` repeated (or JSON-like text); the filler of sequence `s` starts at
+    /// `(FILL_FROM + s) % 26`.
     pattern: Vec<u8>,
+    /// --deflate: the payload of the publish being compressed.
+    plain: Vec<u8>,
     /// Slab keys of this thread's open publishers.
     pubs: Vec<usize>,
     sending: bool,
@@ -62,6 +65,7 @@ impl Broadcast {
         window: u32,
         size: usize,
         binary: bool,
+        json: bool,
         rate: Option<f64>,
         quota: Option<u64>,
     ) -> Self {
@@ -72,7 +76,12 @@ impl Broadcast {
             size,
             binary,
             interval,
-            pattern: (0..size + 26).map(|i| b'a' + (i % 26) as u8).collect(),
+            pattern: if json {
+                json_like(size + 26)
+            } else {
+                (0..size + 26).map(|i| b'a' + (i % 26) as u8).collect()
+            },
+            plain: Vec::with_capacity(size),
             pubs: Vec::new(),
             sending: false,
             quota,
@@ -223,19 +232,30 @@ impl App for Broadcast {
         };
         let mut h = [0u8; MAX_HEADER_LEN];
         let hl = encode_header(&mut h, true, op, self.size as u64, Some(ctx.mask));
-        out.reserve(n as usize * (hl + self.size));
+        let deflate = ctx.z.on(ctx.key);
+        if !deflate {
+            out.reserve(n as usize * (hl + self.size));
+        }
         for _ in 0..n {
-            out.extend_from_slice(&h[..hl]);
-            let start = out.len();
             let mut stamp = [0u8; MIN_SIZE];
             stamp[0] = b'#';
             put6(c.id as u64, &mut stamp[1..4]);
             put6(p.seq, &mut stamp[4..10]);
             put6(ts, &mut stamp[10..18]);
-            out.extend_from_slice(&stamp);
             let from = (FILL_FROM + (p.seq % 26) as usize) % 26;
-            out.extend_from_slice(&self.pattern[from..from + self.size - FILL_FROM]);
-            apply_mask(&mut out[start..], ctx.mask, 0);
+            let filler = &self.pattern[from..from + self.size - FILL_FROM];
+            if deflate {
+                self.plain.clear();
+                self.plain.extend_from_slice(&stamp);
+                self.plain.extend_from_slice(filler);
+                ctx.z.write(ctx.key, out, op, &self.plain, ctx.mask);
+            } else {
+                out.extend_from_slice(&h[..hl]);
+                let start = out.len();
+                out.extend_from_slice(&stamp);
+                out.extend_from_slice(filler);
+                apply_mask(&mut out[start..], ctx.mask, 0);
+            }
             p.seq += 1;
         }
         *ctx.inflight += n as i64;
@@ -372,7 +392,7 @@ mod tests {
 
     #[test]
     fn filler_rotates_with_sequence() {
-        let b = Broadcast::new(1, 1, 40, false, None, None);
+        let b = Broadcast::new(1, 1, 40, false, false, None, None);
         assert_eq!(b.filler(0).len(), 22);
         assert_ne!(b.filler(0), b.filler(1));
         assert_eq!(b.filler(0), b.filler(26));

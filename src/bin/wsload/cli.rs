@@ -64,6 +64,15 @@ pub struct Common {
     /// wake-up work on both sides, but wsload shows 100 % CPU (its core is spent anyway).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Offer permessage-deflate (RFC 7692) without context takeover either way
+    /// (`client_no_context_takeover; server_no_context_takeover`) and compress every
+    /// message sent; the server must accept.
+    #[arg(long)]
+    pub deflate: bool,
+    /// With --deflate: offer context takeover both ways (`client_max_window_bits`), so
+    /// each connection keeps a compressor and an inflater if the server agrees.
+    #[arg(long, requires = "deflate")]
+    pub deflate_context_takeover: bool,
     /// Free-form label copied into the JSON (e.g. the server's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -88,6 +97,10 @@ pub struct EchoArgs {
     /// Binary messages (default: text).
     #[arg(long)]
     pub binary: bool,
+    /// JSON-like payload (records with repeated keys and varying values, as chat or
+    /// telemetry sends; compresses like real traffic) instead of `a..z` repeated.
+    #[arg(long)]
+    pub json: bool,
     /// Measured seconds (default 5 unless --messages is given).
     #[arg(long, short = 'd', value_name = "SECS", conflicts_with = "messages")]
     pub duration: Option<f64>,
@@ -128,6 +141,9 @@ pub struct BroadcastArgs {
     /// as --url for the single-instance baseline with the same accounting).
     #[arg(long, value_name = "URL")]
     pub subscriber_url: Option<String>,
+    /// JSON-like filler after the publish header instead of `a..z` repeated.
+    #[arg(long)]
+    pub json: bool,
     /// Measured seconds (default 5 unless --messages is given).
     #[arg(long, short = 'd', value_name = "SECS", conflicts_with = "messages")]
     pub duration: Option<f64>,

@@ -102,8 +102,8 @@ pub fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Appends the upgrade request.
-pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str) {
+/// Appends the upgrade request, with a `Sec-WebSocket-Extensions` offer if given.
+pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str, ext: Option<&str>) {
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -112,6 +112,10 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str) {
         b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
     );
     out.extend_from_slice(key.as_bytes());
+    if let Some(ext) = ext {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(ext.as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -119,8 +123,9 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str) {
 pub enum HandshakeResult {
     /// Need more bytes.
     Partial,
-    /// A valid 101; the response head was this many bytes (frames may follow).
-    Done(usize),
+    /// A valid 101; the response head was this many bytes (frames may follow), and its
+    /// `Sec-WebSocket-Extensions` value if any (several lines joined with `, `).
+    Done(usize, Option<Vec<u8>>),
     Failed(String),
 }
 
@@ -161,8 +166,18 @@ pub fn check_response(buf: &[u8], accept: &str) -> HandshakeResult {
     }) {
         return HandshakeResult::Failed("101 without Connection: upgrade".into());
     }
+    let mut extensions: Option<Vec<u8>> = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            let v = extensions.get_or_insert_with(Vec::new);
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(h.value);
+        }
+    }
     match find("sec-websocket-accept") {
-        Some(v) if v == accept => HandshakeResult::Done(head_len),
+        Some(v) if v == accept => HandshakeResult::Done(head_len, extensions),
         Some(v) => {
             HandshakeResult::Failed(format!("Sec-WebSocket-Accept {v:?}, expected {accept:?}"))
         }
@@ -255,7 +270,15 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n\x01\x02hi"
         );
         match check_response(ok.as_bytes(), &accept) {
-            HandshakeResult::Done(n) => assert_eq!(n, ok.len() - 4),
+            HandshakeResult::Done(n, None) => assert_eq!(n, ok.len() - 4),
+            _ => panic!(),
+        }
+        let z = ok.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        );
+        match check_response(z.as_bytes(), &accept) {
+            HandshakeResult::Done(_, Some(e)) => assert_eq!(e, b"permessage-deflate"),
             _ => panic!(),
         }
         assert!(matches!(

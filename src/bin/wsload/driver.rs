@@ -22,6 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wsloop::protocol::close::NORMAL;
 use wsloop::protocol::decoder::{Decoded, Message};
+use wsloop::protocol::deflate::Inflated;
+use wsloop::protocol::error::ProtocolError;
 use wsloop::protocol::frame::{write_client_frame, OpCode};
 
 /// Largest message wsload accepts from a server.
@@ -125,6 +127,11 @@ pub struct Ctx<'a> {
     pub mask: [u8; 4],
     /// Change of in-flight messages (flushed to `Shared::inflight`).
     pub inflight: &'a mut i64,
+    /// permessage-deflate state of this thread's connections (`z.write(key, ...)` sends a
+    /// data frame, compressed if the connection agreed).
+    pub z: &'a mut crate::deflate::Thread,
+    /// Slab key of the connection the callback is about (`usize::MAX` in `on_phase`).
+    pub key: usize,
 }
 
 /// A scenario's behaviour. One instance per worker thread.
@@ -171,6 +178,8 @@ pub struct NetCfg {
     pub seed: u64,
     /// Poll with a zero timeout during warmup, measure and drain.
     pub busy_poll: bool,
+    /// --deflate: what to offer (every connection must then agree).
+    pub deflate: Option<crate::deflate::Offer>,
 }
 
 impl NetCfg {
@@ -189,6 +198,7 @@ struct Worker<A: App> {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     app: A,
+    z: crate::deflate::Thread,
     st: ThreadStats,
     shared: Arc<Shared>,
     net: Arc<NetCfg>,
@@ -279,10 +289,13 @@ impl<A: App> Worker<A> {
             && !self.shared.stop_connecting.load(Ordering::Relaxed)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn ctx<'a>(
         st: &'a mut ThreadStats,
         shared: &'a Shared,
         inflight: &'a mut i64,
+        z: &'a mut crate::deflate::Thread,
+        key: usize,
         now: u64,
         phase: Phase,
         mask: [u8; 4],
@@ -295,6 +308,8 @@ impl<A: App> Worker<A> {
             shared,
             mask,
             inflight,
+            z,
+            key,
         }
     }
 
@@ -438,7 +453,13 @@ impl<A: App> Worker<A> {
         self.wbuf.clear();
         let key_str = std::str::from_utf8(&c.partial).unwrap_or("");
         let target = self.net.target_for(c.id);
-        conn::write_request(&mut self.wbuf, &target.host, &target.path, key_str);
+        conn::write_request(
+            &mut self.wbuf,
+            &target.host,
+            &target.path,
+            key_str,
+            self.net.deflate.map(|o| o.header()),
+        );
         c.partial.clear();
         c.state = State::Handshake;
         if let Err(e) = c.send(&self.wbuf) {
@@ -470,7 +491,20 @@ impl<A: App> Worker<A> {
                 let id = c.id;
                 self.fail(key, ErrorKind::Handshake, format!("connection {id}: {why}"));
             }
-            HandshakeResult::Done(head) => {
+            HandshakeResult::Done(head, extensions) => {
+                if let Some(offer) = self.net.deflate {
+                    match offer.check_answer(extensions.as_deref()) {
+                        Ok(agreed) => {
+                            c.decoder.set_permessage_deflate(true);
+                            self.z.open(key, agreed);
+                        }
+                        Err(why) => {
+                            let id = c.id;
+                            let why = format!("connection {id}: {why}");
+                            return self.fail(key, ErrorKind::Handshake, why);
+                        }
+                    }
+                }
                 c.partial.drain(..head);
                 c.state = State::Open;
                 self.connecting -= 1;
@@ -486,6 +520,8 @@ impl<A: App> Worker<A> {
                     &mut self.st,
                     &self.shared,
                     &mut self.inflight,
+                    &mut self.z,
+                    key,
                     self.now,
                     self.phase,
                     self.mask,
@@ -509,6 +545,7 @@ impl<A: App> Worker<A> {
             rbuf,
             wbuf,
             app,
+            z,
             st,
             shared,
             inflight,
@@ -518,7 +555,7 @@ impl<A: App> Worker<A> {
             ..
         } = self;
         let c = &mut slab[key];
-        let mut ctx = Self::ctx(st, shared, inflight, *now, *phase, *mask);
+        let mut ctx = Self::ctx(st, shared, inflight, z, key, *now, *phase, *mask);
         wbuf.clear();
         let mut filled = c.partial.len();
         if filled > 0 {
@@ -547,6 +584,9 @@ impl<A: App> Worker<A> {
                 }
                 Ok(n) => {
                     filled += n;
+                    if ctx.st.measuring {
+                        ctx.st.wire_in += n as u64;
+                    }
                     let used = decode_all(c, &mut rbuf[..filled], app, &mut ctx, wbuf);
                     rbuf.copy_within(used..filled, 0);
                     filled -= used;
@@ -573,6 +613,9 @@ impl<A: App> Worker<A> {
         }
         let fatal_protocol = c.broken;
         if !wbuf.is_empty() {
+            if ctx.st.measuring {
+                ctx.st.wire_out += wbuf.len() as u64;
+            }
             if let Err(e) = c.send(wbuf) {
                 io_err.get_or_insert(e);
             }
@@ -660,6 +703,8 @@ impl<A: App> Worker<A> {
                     &mut self.st,
                     &self.shared,
                     &mut self.inflight,
+                    &mut self.z,
+                    key,
                     self.now,
                     self.phase,
                     self.mask,
@@ -673,6 +718,7 @@ impl<A: App> Worker<A> {
 
     fn reap(&mut self) {
         for key in self.dead.drain(..) {
+            self.z.close(key);
             self.slab.remove(key);
         }
     }
@@ -690,6 +736,8 @@ impl<A: App> Worker<A> {
             &mut self.st,
             &self.shared,
             &mut self.inflight,
+            &mut self.z,
+            key,
             self.now,
             self.phase,
             self.mask,
@@ -697,6 +745,9 @@ impl<A: App> Worker<A> {
         ctx.phase_changed = phase_changed;
         self.app.pump(&mut ctx, &mut c.app, &mut self.wbuf);
         if !self.wbuf.is_empty() {
+            if self.st.measuring {
+                self.st.wire_out += self.wbuf.len() as u64;
+            }
             if let Err(e) = c.send(&self.wbuf) {
                 self.io_error(key, e);
             }
@@ -728,6 +779,8 @@ impl<A: App> Worker<A> {
                 &mut self.st,
                 &self.shared,
                 &mut self.inflight,
+                &mut self.z,
+                usize::MAX,
                 self.now,
                 new,
                 self.mask,
@@ -745,6 +798,8 @@ impl<A: App> Worker<A> {
                                 &mut self.st,
                                 &self.shared,
                                 &mut self.inflight,
+                                &mut self.z,
+                                k,
                                 self.now,
                                 new,
                                 self.mask,
@@ -919,24 +974,34 @@ fn decode_all<A: App>(
                     m @ (Message::Text(_) | Message::Binary(_) | Message::Pong(_)) => {
                         app.on_message(ctx, &mut c.app, m);
                     }
-                    // wsload never negotiates permessage-deflate, so its decoder never
-                    // produces compressed messages.
-                    Message::Compressed { .. } => unreachable!("deflate not negotiated"),
+                    Message::Compressed { text, data } => {
+                        // Inflated into a buffer taken from the thread's state for the
+                        // call, so the app gets `ctx` and the message at once.
+                        let mut inflated = std::mem::take(&mut ctx.z.inflated);
+                        let r = match ctx
+                            .z
+                            .inflate(ctx.key, text, data, MAX_MESSAGE, &mut inflated)
+                        {
+                            Ok(Inflated::Text(t)) => {
+                                app.on_message(ctx, &mut c.app, Message::Text(t));
+                                Ok(())
+                            }
+                            Ok(Inflated::Binary(b)) => {
+                                app.on_message(ctx, &mut c.app, Message::Binary(b));
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        };
+                        ctx.z.inflated = inflated;
+                        if let Err(e) = r {
+                            protocol_error(c, ctx, out, e);
+                            return buf.len();
+                        }
+                    }
                 }
             }
             Err(e) => {
-                let id = c.id;
-                ctx.st
-                    .error(ErrorKind::Protocol, || format!("connection {id}: {e}"));
-                if !c.sent_close {
-                    let mut p = [0u8; 125];
-                    let n =
-                        wsloop::protocol::close::encode_payload(e.close_code(), e.reason(), &mut p);
-                    write_client_frame(out, true, OpCode::Close, &p[..n], ctx.mask);
-                    c.sent_close = true;
-                }
-                // The caller writes `out` and then drops the connection.
-                c.broken = true;
+                protocol_error(c, ctx, out, e);
                 return buf.len();
             }
         }
@@ -946,6 +1011,21 @@ fn decode_all<A: App>(
         return buf.len();
     }
     off
+}
+
+/// The server broke the protocol: count it, send our close frame with the error's code;
+/// the caller writes `out` and then drops the connection.
+fn protocol_error<S>(c: &mut Conn<S>, ctx: &mut Ctx, out: &mut Vec<u8>, e: ProtocolError) {
+    let id = c.id;
+    ctx.st
+        .error(ErrorKind::Protocol, || format!("connection {id}: {e}"));
+    if !c.sent_close {
+        let mut p = [0u8; 125];
+        let n = wsloop::protocol::close::encode_payload(e.close_code(), e.reason(), &mut p);
+        write_client_frame(out, true, OpCode::Close, &p[..n], ctx.mask);
+        c.sent_close = true;
+    }
+    c.broken = true;
 }
 
 /// The main thread's handle on the workers: phases, waiting with progress lines, results.
@@ -1001,6 +1081,7 @@ pub fn spawn<A: App>(
             rbuf: vec![0; READ_BUF],
             wbuf: Vec::with_capacity(64 * 1024),
             app: make_app(t),
+            z: crate::deflate::Thread::new(),
             st: ThreadStats {
                 measuring: initial == Phase::Measure,
                 ..ThreadStats::default()

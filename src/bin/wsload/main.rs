@@ -12,6 +12,7 @@ mod churn;
 mod cli;
 mod conn;
 mod connect;
+mod deflate;
 mod driver;
 #[cfg(test)]
 mod e2e;
@@ -107,9 +108,38 @@ impl Env {
             rate,
             seed: self.seed,
             busy_poll: c.busy_poll,
+            deflate: c.deflate.then_some(if c.deflate_context_takeover {
+                deflate::Offer::ContextTakeover
+            } else {
+                deflate::Offer::NoContextTakeover
+            }),
         };
         (net, capped)
     }
+}
+
+/// What `--deflate` offered, and the bytes on the wire while measuring (frames both ways,
+/// as read from and handed to the sockets), in and out, and per measured message.
+fn wire_extra(c: &Common, stats: &stats::ThreadStats) -> Vec<(&'static str, J)> {
+    let offer = match (c.deflate, c.deflate_context_takeover) {
+        (false, _) => "off",
+        (true, false) => "no context takeover",
+        (true, true) => "context takeover",
+    };
+    let per = |b: u64| {
+        if stats.msgs > 0 {
+            J::F(b as f64 / stats.msgs as f64, 1)
+        } else {
+            J::Null
+        }
+    };
+    vec![
+        ("deflate", J::S(offer.into())),
+        ("wire_in_bytes", J::U(stats.wire_in)),
+        ("wire_out_bytes", J::U(stats.wire_out)),
+        ("wire_in_per_msg", per(stats.wire_in)),
+        ("wire_out_per_msg", per(stats.wire_out)),
+    ]
 }
 
 fn secs(s: f64) -> Duration {
@@ -214,7 +244,8 @@ fn run_echo(a: &EchoArgs) -> Result<Report, String> {
         .deadline
         .unwrap_or(c.connect_timeout + a.warmup + run_time + 30.0);
     let rss_before = c.server_pid.and_then(rss_kb);
-    let (k, size, binary, seed, messages) = (a.inflight, a.size, a.binary, env.seed, a.messages);
+    let (k, size, binary, json, seed, messages) =
+        (a.inflight, a.size, a.binary, a.json, env.seed, a.messages);
     let mut ctl = driver::spawn(
         "echo",
         net,
@@ -226,6 +257,7 @@ fn run_echo(a: &EchoArgs) -> Result<Report, String> {
                 k,
                 size,
                 binary,
+                json,
                 driver::thread_mask(seed, t),
                 messages.map(|m| thread_share(m, total, threads, t)),
             )
@@ -263,7 +295,7 @@ fn run_echo(a: &EchoArgs) -> Result<Report, String> {
         msgs: stats.msgs,
         bytes: stats.bytes,
         handshake_latency: false,
-        extra: vec![("sent", J::U(stats.sent))],
+        extra: [vec![("sent", J::U(stats.sent))], wire_extra(c, &stats)].concat(),
         stats,
         cpu0,
         cpu1,
@@ -310,7 +342,7 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
     let rss_before = c.server_pid.and_then(rss_kb);
     let m = a.publishers;
     let per_pub = a.messages.map(|n| n.div_ceil(m as u64));
-    let (window, size, binary, rate) = (a.window, a.size, a.binary, a.rate);
+    let (window, size, binary, json, rate) = (a.window, a.size, a.binary, a.json, a.rate);
     let mut ctl = driver::spawn(
         "broadcast",
         net,
@@ -318,7 +350,7 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
         secs(deadline),
         c.quiet,
         |_| {
-            broadcast::Broadcast::new(m, window, size, binary, rate, per_pub)
+            broadcast::Broadcast::new(m, window, size, binary, json, rate, per_pub)
                 .count_publishers(count_publishers)
         },
     )?;
@@ -367,7 +399,7 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
             J::Null
         }
     };
-    let extra = vec![
+    let mut extra = vec![
         ("subscribers", J::U(a.subscribers as u64)),
         ("publishers", J::U(a.publishers as u64)),
         ("window", J::U(a.window as u64)),
@@ -378,6 +410,7 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
         ("missing", J::U(missing)),
         ("rate_skipped", J::U(stats.rate_skipped)),
     ];
+    extra.extend(wire_extra(c, &stats));
     Ok(Report {
         scenario: "broadcast",
         label: c.label.clone(),
