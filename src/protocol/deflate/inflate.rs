@@ -1,6 +1,6 @@
 //! Inflating received permessage-deflate messages (RFC 7692 §7.2.2), bounded while it runs.
 //!
-//! Output grows in [`CHUNK`] steps and the total is checked after every step, so a small
+//! Output grows in steps of at most [`CHUNK`] and the total is checked after every step, so a small
 //! frame that would inflate to gigabytes fails with 1009 after at most `max_message +
 //! CHUNK` bytes of output. Text is UTF-8 checked chunk by chunk, so invalid text fails
 //! (1007) as soon as it is produced.
@@ -12,6 +12,10 @@ use zlib_rs::{Inflate, InflateError, InflateFlush, Status};
 
 /// Output is produced (and counted against the limit) in steps of at most this many bytes.
 pub const CHUNK: usize = 32 * 1024;
+
+/// The smallest first output step (a message's first step is 4x its compressed size,
+/// within `FIRST_STEP_MIN..=CHUNK`; each later step doubles, up to [`CHUNK`]).
+const FIRST_STEP_MIN: usize = 256;
 
 /// A raw-deflate decompressor for one connection's messages or for a whole loop's.
 ///
@@ -122,10 +126,18 @@ impl Inflater {
         // The message, then the tail; each fully consumed before the next.
         let mut inputs = [compressed, &TAIL[..]];
         let mut which = 0;
+        // The output room is zero-filled before zlib writes into it, so it starts near
+        // what the message likely inflates to (JSON-like text: 3-6x) and doubles up to
+        // CHUNK, rather than clearing 32 KiB for every small message.
+        let mut step = compressed
+            .len()
+            .saturating_mul(4)
+            .clamp(FIRST_STEP_MIN, CHUNK);
         loop {
-            // Room for one more chunk, but never much past the limit: one byte past it is
+            // Room for one more step, but never much past the limit: one byte past it is
             // enough to know the message is too big.
-            let room = CHUNK.min(max_message.saturating_sub(out.len()).saturating_add(1));
+            let room = step.min(max_message.saturating_sub(out.len()).saturating_add(1));
+            step = (step * 2).min(CHUNK);
             let start = out.len();
             out.resize(start + room, 0);
             let input = inputs[which];
