@@ -20,7 +20,9 @@ RSS_SLACK_AFTER_WAVE_KB = 8 * 1024
 FD_SLACK_FINAL = 2
 RSS_SLACK_FINAL_KB = 8 * 1024     # allocator and slab capacity kept from the peak
 TREND_BOUND_KB = 2 * 1024      # RSS growth the last half's trend may explain ...
-TREND_BOUND_FRACTION = 0.05    # ... or this fraction of the mean RSS, whichever is larger
+TREND_BOUND_FRACTION = 0.05    # ... or this fraction of the mean RSS, whichever is larger;
+TREND_BOUND_SHORT_KB = 4 * 1024  # a last half under 5 minutes (a handful of samples, where
+                                 # traffic buffered at sample time is most of the slope)
 ITER_P99_BOUND_MS = 50.0
 
 
@@ -140,6 +142,8 @@ def main():
         growth = k * span
         mean = sum(y for _, y in half) / len(half)
         bound = max(TREND_BOUND_KB, TREND_BOUND_FRACTION * mean)
+        if span < 300:
+            bound = max(bound, TREND_BOUND_SHORT_KB)
         fd_k = slope([(float(r["t_s"]), int(r["fds"])) for r in by_phase["run"]
                       if float(r["t_s"]) >= t_mid])
         check("no RSS growth trend over the last half", growth <= bound,
