@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wsloop::backplane::BackplaneConfig;
 use wsloop::server::config::{
     MAX_BUFFER_LIMIT, MAX_CONNECTIONS, MAX_HEADER_SIZE, MAX_TIMEOUT, MIN_HEADER_SIZE, MIN_TIMEOUT,
 };
@@ -164,6 +165,12 @@ pub fn busy_port_message(addr: SocketAddr) -> String {
     format!(
         "{addr} is already in use; choose another address with --listen ADDR (e.g. --listen {next})"
     )
+}
+
+/// `--redis`: `redis://[[user]:password@]host[:port][/db]` (see
+/// [`BackplaneConfig::from_url`]); other schemes are refused with the reason.
+pub fn redis_url(s: &str) -> Result<BackplaneConfig, String> {
+    BackplaneConfig::from_url(s.trim()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

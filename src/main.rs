@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wsloop::apps::{chat::Chat, echo::Echo};
+use wsloop::backplane::{random_instance_id, BackplaneConfig};
+use wsloop::protocol::deflate::DeflateConfig;
 use wsloop::server::Router;
 use wsloop::{Config, Handler, Server};
 
@@ -89,6 +91,39 @@ struct Opts {
     /// Serve Prometheus metrics (text format 0.0.4) at GET /metrics on the same port.
     #[arg(long, global = true)]
     metrics: bool,
+    /// Accept permessage-deflate (RFC 7692). By default the server answers
+    /// server_no_context_takeover and client_no_context_takeover: one compressor and one
+    /// inflater per loop, nothing per connection.
+    #[arg(long, global = true)]
+    deflate: bool,
+    /// With --deflate: keep compression contexts between messages when the client allows
+    /// it (better ratios on small similar messages; a compressor and an inflater per
+    /// connection, sized by --deflate-window-bits and --deflate-mem-level).
+    #[arg(long, global = true)]
+    deflate_context_takeover: bool,
+    /// With --deflate: the largest LZ77 window, log2 bytes, both directions (8 acts as 9).
+    #[arg(long, global = true, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    deflate_window_bits: u8,
+    /// With --deflate: zlib memory level of a compressor (1 smallest .. 9).
+    #[arg(long, global = true, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
+    deflate_mem_level: u8,
+    /// With --deflate: compression level (0 none, 1 fastest .. 9 best).
+    #[arg(long, global = true, default_value_t = 6, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
+    deflate_level: u8,
+    /// With --deflate: messages shorter than this are sent uncompressed.
+    #[arg(long, global = true, default_value = "128", value_name = "SIZE", value_parser = cli_args::message_size)]
+    deflate_min_size: usize,
+    /// Speak TLS (wss://, https://) with this PEM certificate chain, leaf first; needs
+    /// --tls-key. SIGHUP re-reads both files (open connections keep theirs).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Join other instances through Redis pub/sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/]
+    /// (publishes reach every instance's subscribers; chat names get the instance tag).
+    #[arg(long, global = true, value_name = "URL", value_parser = cli_args::redis_url)]
+    redis: Option<BackplaneConfig>,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -105,16 +140,20 @@ fn default_www() -> Option<PathBuf> {
 fn serve<H: Handler + Send>(
     listen: SocketAddr,
     bound: std::io::Result<Server<H>>,
+    backplane: Option<BackplaneConfig>,
     mode: &str,
     page: &str,
 ) -> std::io::Result<()> {
-    let server = match bound {
+    let mut server = match bound {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             eprintln!("error: {}", cli_args::busy_port_message(listen));
             std::process::exit(1);
         }
         r => r?,
     };
+    if let Some(bp) = backplane {
+        server = server.with_backplane(bp)?;
+    }
     let addr = server.local_addr();
     // The one start-up line on stdout (scripts and tests read the port from it).
     println!("wsloop {mode} listening on {addr}");
@@ -129,7 +168,34 @@ fn serve<H: Handler + Send>(
 /// Each loop's handler: a router built by `factory`, behind the Origin allow-list.
 fn routed(origins: &[String], factory: impl Fn() -> Router) -> impl Fn(usize) -> Router {
     let origins = origins.to_vec();
-    move |_| factory().allow_origins(&origins)
+    // An empty allow-list means "no list" (every Origin), as the start-up log says; an
+    // empty `allow_origins` list would refuse every browser.
+    move |_| match origins.is_empty() {
+        true => factory(),
+        false => factory().allow_origins(&origins),
+    }
+}
+
+/// The TLS configuration from `--tls-cert`/`--tls-key` (clap makes sure both or neither
+/// are given); unusable files end the process with the reason.
+fn tls_config(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Option<wsloop::server::tls::TlsConfig> {
+    let (cert, key) = (cert?, key?);
+    match wsloop::server::tls::TlsConfig::from_pem_files(cert, key) {
+        Ok(t) => {
+            log::info!(
+                "TLS on (wss://, https://; TLS 1.2 and 1.3, ALPN http/1.1) with {}; SIGHUP reloads it",
+                cert.display()
+            );
+            Some(t)
+        }
+        Err(e) => {
+            eprintln!("error: --tls-cert/--tls-key: {e}");
+            std::process::exit(2);
+        }
+    }
 }
 
 fn main() {
@@ -163,6 +229,16 @@ fn main() {
         },
         handle_signals: true,
         metrics: o.metrics,
+        deflate: o.deflate.then_some(DeflateConfig {
+            server_max_window_bits: o.deflate_window_bits,
+            client_max_window_bits: o.deflate_window_bits,
+            server_no_context_takeover: !o.deflate_context_takeover,
+            client_no_context_takeover: !o.deflate_context_takeover,
+            mem_level: o.deflate_mem_level,
+            level: o.deflate_level,
+            min_compress_size: o.deflate_min_size,
+        }),
+        tls: tls_config(o.tls_cert.as_deref(), o.tls_key.as_deref()),
         ..Config::default()
     };
     if let Err(e) = config.validate() {
@@ -174,7 +250,17 @@ fn main() {
         log::info!("every Origin may open WebSockets (restrict with --allow-origin ORIGIN)");
     }
     let origins = o.allow_origins;
-    let chat = Chat::default();
+    // The instance id is drawn here so that chat names can carry its tag.
+    let backplane = o.redis.map(|bp| BackplaneConfig {
+        instance_id: Some(random_instance_id()),
+        ..bp
+    });
+    let chat = match &backplane {
+        Some(bp) => Chat::with_instance_tag(&BackplaneConfig::instance_tag(
+            bp.instance_id.unwrap_or_default(),
+        )),
+        None => Chat::default(),
+    };
     let listen = config.listen;
     let result = match cli.mode {
         Mode::Demo => {
@@ -183,23 +269,32 @@ fn main() {
                     .route("/chat", chat.clone())
                     .route("/echo", Echo::default())
             });
-            serve(listen, Server::bind_with(config, f), "demo", "/")
+            serve(listen, Server::bind_with(config, f), backplane, "demo", "/")
         }
         // Without an allow-list the plain handlers run, as the benchmarks measure them.
         Mode::Echo if origins.is_empty() => serve(
             listen,
             Server::bind(config, Echo::default()),
+            backplane,
             "echo",
             "/echo.html",
         ),
-        Mode::Chat if origins.is_empty() => serve(listen, Server::bind(config, chat), "chat", "/"),
+        Mode::Chat if origins.is_empty() => {
+            serve(listen, Server::bind(config, chat), backplane, "chat", "/")
+        }
         Mode::Echo => {
             let f = routed(&origins, || Router::new().fallback(Echo::default()));
-            serve(listen, Server::bind_with(config, f), "echo", "/echo.html")
+            serve(
+                listen,
+                Server::bind_with(config, f),
+                backplane,
+                "echo",
+                "/echo.html",
+            )
         }
         Mode::Chat => {
             let f = routed(&origins, move || Router::new().fallback(chat.clone()));
-            serve(listen, Server::bind_with(config, f), "chat", "/")
+            serve(listen, Server::bind_with(config, f), backplane, "chat", "/")
         }
     };
     if let Err(e) = result {

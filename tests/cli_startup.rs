@@ -80,3 +80,62 @@ fn short_forms_start_a_server() {
         "{line:?}"
     );
 }
+
+/// Starts `wsloop demo` with `flags`; returns the child and its address.
+fn demo(flags: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--no-www"])
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn wsloop");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("wsloop demo listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+/// The status line of an upgrade to `/echo` sent with `Origin: origin`.
+fn upgrade_status(addr: &str, origin: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "GET /echo HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Origin: {origin}\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    head.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn demo_accepts_browsers_unless_an_allow_list_says_otherwise() {
+    // Without --allow-origin every Origin may upgrade (a browser on the demo page sends one).
+    let (mut child, addr) = demo(&[]);
+    let page = format!("http://{addr}");
+    let status = upgrade_status(&addr, &page);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status:?}");
+    // With an allow-list, only the listed origins.
+    let (mut child, addr) = demo(&["--allow-origin", "http://good.example"]);
+    let good = upgrade_status(&addr, "http://good.example");
+    let bad = upgrade_status(&addr, "http://evil.example");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(good.starts_with("HTTP/1.1 101"), "{good:?}");
+    assert!(bad.starts_with("HTTP/1.1 403"), "{bad:?}");
+}

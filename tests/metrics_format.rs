@@ -9,7 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wsloop::server::metrics::{render, LoopMetrics, LoopShared};
+use wsloop::backplane::BackplaneStats;
+use wsloop::server::metrics::{render, render_backplane, LoopMetrics, LoopShared};
 
 const PARSER: &str = r#"
 import sys
@@ -60,6 +61,20 @@ fn sample_text() -> String {
     b.publish(&loops[1]);
     let mut out = String::new();
     render(&loops, &mut out);
+    // What a server with a Redis backplane appends.
+    let bp = BackplaneStats {
+        connected: true,
+        connects_total: 3,
+        reconnects_total: 2,
+        published_total: 500,
+        received_total: 900,
+        dropped_total: 7,
+        own_echoes_total: 500,
+        subscriptions: 4,
+        topics: 4,
+        ..BackplaneStats::default()
+    };
+    render_backplane(&bp, &mut out);
     out
 }
 
@@ -176,4 +191,11 @@ fn prometheus_client_parses_the_exposition() {
     assert_eq!(got_types["wsloop_iteration_duration_seconds"], "histogram");
     assert_eq!(got_types["wsloop_accepted"], "counter");
     assert_eq!(got_types["wsloop_buffered_bytes"], "gauge");
+    assert_eq!(v("wsloop_backplane_up{}"), 1.0);
+    assert_eq!(v("wsloop_backplane_reconnects_total{}"), 2.0);
+    assert_eq!(v("wsloop_backplane_dropped_total{}"), 7.0);
+    assert_eq!(v("wsloop_backplane_malformed_total{}"), 0.0);
+    assert_eq!(got_types["wsloop_backplane_up"], "gauge");
+    assert_eq!(got_types["wsloop_backplane_received"], "counter");
+    assert_eq!(got_types["wsloop_backplane_subscriptions"], "gauge");
 }

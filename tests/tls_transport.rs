@@ -204,7 +204,10 @@ fn reload_serves_new_cert_to_new_connections_only() {
 
     let mut old = tls_client(server.addr, client_cfg.clone());
     let first = leaf(&old);
-    assert_eq!(first, *cfg.certs().current().end_entity_cert().unwrap());
+    assert_eq!(
+        first,
+        *cfg.certs().unwrap().current().end_entity_cert().unwrap()
+    );
     echo(&mut old, b"before");
 
     let second = certs.write_leaf("leaf B");

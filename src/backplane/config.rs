@@ -36,6 +36,12 @@ pub struct BackplaneConfig {
     /// the connection up after three times this without reading anything, so a Redis that
     /// hangs (rather than closes) is noticed.
     pub keepalive: Duration,
+    /// This instance's id ([`Backplane::instance_id`](super::Backplane::instance_id)); `None`
+    /// (the default) draws a fresh [`random_instance_id`] when the backplane starts. Set it
+    /// to know the id (and [`BackplaneConfig::instance_tag`]) before starting, e.g. to name
+    /// chat users; two running backplanes must never share one (each would drop the other's
+    /// messages as its own echoes).
+    pub instance_id: Option<u64>,
 }
 
 impl BackplaneConfig {
@@ -85,7 +91,14 @@ impl BackplaneConfig {
             backoff_max: Duration::from_secs(5),
             io_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(5),
+            instance_id: None,
         })
+    }
+
+    /// The eight-hex-digit tag of an instance id (its high 32 bits), as
+    /// [`Backplane::instance_tag`](super::Backplane::instance_tag) shows it.
+    pub fn instance_tag(id: u64) -> String {
+        format!("{:08x}", id >> 32)
     }
 }
 

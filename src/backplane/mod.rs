@@ -31,7 +31,9 @@
 //!   none either). Local delivery is the caller's and is not affected.
 //!
 //! # Wiring into the loops
-//! Make one [`Backplane`] per process, share it (`Arc`) between the loops. On a loop's first
+//! The server does this itself: see [`Server::with_backplane`](crate::Server::with_backplane)
+//! (`src/server/backplane_hook.rs`). What it does, for another embedding:
+//! make one [`Backplane`] per process, share it (`Arc`) between the loops. On a loop's first
 //! local subscriber of a topic call [`Backplane::subscribe`], on its last
 //! [`Backplane::unsubscribe`] (counts are kept per topic across the loops). On a local publish,
 //! fan out locally as usual and call [`Backplane::publish`]. The sink runs on the reader
@@ -190,7 +192,8 @@ impl Backplane {
         Backplane::start(BackplaneConfig::from_url(url)?, sink)
     }
 
-    /// Starts the reader and writer threads with a fresh random instance id. Returns at once:
+    /// Starts the reader and writer threads with [`BackplaneConfig::instance_id`] (a fresh
+    /// random one if `None`). Returns at once:
     /// the connection is made in the background (so an instance starts, and serves locally,
     /// while Redis is down); watch [`BackplaneStats::connected`]. `sink` gets every message of
     /// another instance on a subscribed topic, on the reader thread; it must not own this
@@ -199,10 +202,10 @@ impl Backplane {
         config: BackplaneConfig,
         sink: impl FnMut(Incoming) + Send + 'static,
     ) -> io::Result<Backplane> {
-        let instance = random_instance_id();
+        let instance = config.instance_id.unwrap_or_else(random_instance_id);
         let (tx, rx) = sync_channel(config.queue_messages.max(1));
         let shared = Arc::new(Shared {
-            tag: format!("{:08x}", instance >> 32),
+            tag: BackplaneConfig::instance_tag(instance),
             cfg: config,
             instance,
             link: Mutex::new(Link {

@@ -2,6 +2,7 @@
 //! ([`super::http1`]): validating an upgrade, choosing a subprotocol, the accept key and
 //! the 101 response.
 
+use super::deflate::Agreed;
 pub use super::error::HttpError;
 use super::http1::{BodyLength, Request};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -84,17 +85,28 @@ pub fn accept_key(key: &[u8]) -> String {
     BASE64.encode(sha.digest().bytes())
 }
 
-/// Appends the 101 response.
-pub fn write_accept_response(out: &mut Vec<u8>, accept: &str, protocol: Option<&str>) {
+/// Appends the 101 response (RFC 6455 §4.2.2): the accept key, the chosen subprotocol if
+/// any, and the permessage-deflate parameters in force if it was agreed (RFC 7692 §5).
+pub fn write_accept_response(
+    out: &mut Vec<u8>,
+    accept: &str,
+    protocol: Option<&str>,
+    deflate: Option<&Agreed>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(p) = protocol {
-        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
         out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n\r\n");
+    if let Some(agreed) = deflate {
+        agreed.write_response_header(out);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

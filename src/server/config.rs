@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::tls::{TlsConfig, ALPN_HTTP11};
+use crate::protocol::deflate::DeflateConfig;
+
 /// Shortest timeout: the timer wheel's tick; anything shorter would round up to it anyway.
 pub const MIN_TIMEOUT: Duration = crate::server::timer::TICK;
 /// Longest timeout (24 h). The wheel counts 100 ms ticks in a `u32` as `now + ticks`; with
@@ -94,6 +97,17 @@ pub struct Config {
     /// Size in bytes of the one loop-wide receive buffer. In `4 KiB..=64 MiB`.
     /// Default 512 KiB.
     pub recv_buffer_size: usize,
+    /// permessage-deflate (RFC 7692): `Some` accepts a client's offer with these
+    /// parameters, `None` declines every offer. Default `None`. Checked: window bits in
+    /// `8..=15`, memory level `1..=9`, level `0..=9`, `min_compress_size` at most
+    /// `max_message_size`.
+    pub deflate: Option<DeflateConfig>,
+    /// Speak TLS on the listener (`wss://`, `https://`): every accepted connection starts
+    /// with a TLS handshake (within `handshake_timeout`), then the same HTTP and WebSocket
+    /// path. Its ALPN list must be empty or exactly `http/1.1` (RFC 6455 runs over
+    /// HTTP/1.1 only). With `handle_signals`, SIGHUP re-reads the certificate files
+    /// ([`TlsConfig::reload`]). Default `None` (plain TCP).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -116,6 +130,8 @@ impl Default for Config {
             handle_signals: false,
             metrics: false,
             recv_buffer_size: 512 << 10,
+            deflate: None,
+            tls: None,
         }
     }
 }
@@ -162,6 +178,35 @@ impl From<ConfigError> for io::Error {
     fn from(e: ConfigError) -> Self {
         io::Error::new(io::ErrorKind::InvalidInput, e)
     }
+}
+
+/// The permessage-deflate parameters a zlib can honour (RFC 7692 §7.1.2: windows of
+/// 2^8..2^15 bytes; 8 acts as 9, see [`crate::protocol::deflate`]).
+fn check_deflate(d: &DeflateConfig, max_message_size: usize) -> Result<(), ConfigError> {
+    let bits = |b: u8| format!("{b} bits");
+    in_range(
+        "deflate.server_max_window_bits",
+        d.server_max_window_bits,
+        8,
+        15,
+        bits,
+    )?;
+    in_range(
+        "deflate.client_max_window_bits",
+        d.client_max_window_bits,
+        8,
+        15,
+        bits,
+    )?;
+    in_range("deflate.mem_level", d.mem_level, 1, 9, |v| v.to_string())?;
+    in_range("deflate.level", d.level, 0, 9, |v| v.to_string())?;
+    in_range(
+        "deflate.min_compress_size",
+        d.min_compress_size,
+        0,
+        max_message_size,
+        bytes,
+    )
 }
 
 /// `Ok` if `lo <= v <= hi`, else an error naming the bounds (with `show` for the units).
@@ -260,11 +305,24 @@ impl Config {
             MAX_RECV_BUFFER,
             bytes,
         )?;
+        if let Some(d) = &self.deflate {
+            check_deflate(d, self.max_message_size)?;
+        }
         if let Some(dir) = &self.www {
             if !dir.is_dir() {
                 return Err(ConfigError::new(
                     "www",
                     format!("{} is not a directory", dir.display()),
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            // A client offering h2 first would get h2 and then an HTTP/1.1 answer.
+            let alpn = &tls.server_config().alpn_protocols;
+            if alpn.iter().any(|p| p != ALPN_HTTP11) {
+                return Err(ConfigError::new(
+                    "tls",
+                    "ALPN protocols must be empty or exactly http/1.1 (WebSocket upgrades are HTTP/1.1)",
                 ));
             }
         }
@@ -438,6 +496,35 @@ mod tests {
         // A file is not a directory either.
         let file = std::env::current_exe().unwrap();
         assert_eq!(field_of(with(|c| c.www = Some(file.clone()))), "www");
+    }
+
+    #[test]
+    fn tls_alpn_must_be_empty_or_http11() {
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let tls = |alpn: &[&[u8]]| {
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+            let mut sc =
+                rustls::ServerConfig::builder_with_provider(crate::server::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(vec![cert.der().clone()], der.into())
+                    .unwrap();
+            sc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Some(TlsConfig::from_server_config(Arc::new(sc)))
+        };
+        with(|c| c.tls = tls(&[])).unwrap();
+        with(|c| c.tls = tls(&[b"http/1.1"])).unwrap();
+        assert_eq!(
+            field_of(with(|c| c.tls = tls(&[b"h2", b"http/1.1"]))),
+            "tls"
+        );
+        assert_eq!(field_of(with(|c| c.tls = tls(&[b"h2"]))), "tls");
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! One connection: its socket, its explicit state, and only the memory that state needs.
 
-use mio::net::TcpStream;
-
 use super::http::Http;
+use super::transport::Transport;
 use super::write_buffer::WriteBuffer;
 use crate::protocol::Decoder;
 
@@ -52,7 +51,9 @@ pub mod flags {
 
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    /// The socket, or TLS over it (the TLS state boxed, so a plain connection pays 12
+    /// bytes for the enum).
+    pub stream: Transport,
     pub generation: u32,
     pub flags: u16,
     pub state: State,

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::io::{IoSlice, Write};
-use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use slab::Slab;
 use super::app_timers::AppTimers;
 use super::config::{Config, MAX_TIMEOUT};
 use super::connection::{flags, Conn, State};
+use super::deflate::LoopDeflate;
 use super::fd_limit;
 use super::handle::{encode_frame, encode_shared, Command, ServerHandle};
 use super::handler::{ConnId, Payload, SendStatus};
@@ -48,18 +48,24 @@ pub(crate) struct Ticks {
     pub close: u32,
 }
 
-/// Exact-match topics: name → id, id → subscriber slots.
+/// Exact-match topics: name → id, id → subscriber slots (and name, for the backplane).
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
     ids: HashMap<Arc<str>, u32>,
     subscribers: Vec<Vec<u32>>,
+    names: Vec<Arc<str>>,
 }
 
 impl Topics {
-    fn remove_subscriber(&mut self, topic: u32, idx: u32) {
+    /// Returns whether `idx` was the topic's last subscriber on this loop.
+    fn remove_subscriber(&mut self, topic: u32, idx: u32) -> bool {
         let subs = &mut self.subscribers[topic as usize];
-        if let Some(p) = subs.iter().position(|&x| x == idx) {
-            subs.swap_remove(p);
+        match subs.iter().position(|&x| x == idx) {
+            Some(p) => {
+                subs.swap_remove(p);
+                subs.is_empty()
+            }
+            None => false,
         }
     }
 }
@@ -103,6 +109,8 @@ pub(crate) struct Core {
     pub next_generation: u32,
     /// This loop's counters: plain adds on the loop thread, published once per iteration.
     pub metrics: LoopMetrics,
+    /// permessage-deflate state, when `config.deflate` allows it.
+    pub deflate: Option<Box<LoopDeflate>>,
 }
 
 impl Core {
@@ -122,6 +130,7 @@ impl Core {
         // spread is uneven.
         let capacity = (max_connections / handle.loops().max(1)).min(1 << 20);
         let loops = handle.loops();
+        let deflate = config.deflate.map(|cfg| Box::new(LoopDeflate::new(cfg)));
         Core {
             loop_id,
             handle,
@@ -144,6 +153,7 @@ impl Core {
             scratch: Vec::new(),
             next_generation: 0,
             metrics: LoopMetrics::default(),
+            deflate,
         }
     }
 
@@ -214,6 +224,11 @@ impl Core {
                 Err(_) => (0, false),
             };
             self.metrics.bytes_out += written as u64;
+            // TLS: all of it accepted, but ciphertext the kernel refused is left in rustls.
+            if written == total && c.stream.wants_write() {
+                c.flags |= flags::WRITE_BLOCKED;
+                return;
+            }
             if written == total {
                 return;
             }
@@ -277,8 +292,18 @@ impl Core {
         }
         if matches!(opcode, OpCode::Text | OpCode::Binary) {
             self.metrics.messages_out += 1;
+            if let Some(z) = self.deflate.as_deref_mut().filter(|z| z.is_on(idx)) {
+                let c = &mut self.conns[idx as usize];
+                let before = c.out.len();
+                z.write_frame(idx, c.out.append(&mut self.pool), opcode, payload);
+                self.metrics.buffered_bytes += (c.out.len() - before) as u64;
+                self.after_queue(idx);
+            } else {
+                self.queue_frame(idx, opcode, payload);
+            }
+        } else {
+            self.queue_frame(idx, opcode, payload);
         }
-        self.queue_frame(idx, opcode, payload);
         if self.conns[idx as usize].out.len() > limit {
             SendStatus::Backpressure
         } else {
@@ -347,13 +372,15 @@ impl Core {
         self.mark_dirty(idx);
     }
 
-    /// Called when the write buffer emptied in Linger: send our FIN.
+    /// Called when the write buffer emptied in Linger: send our FIN (over TLS, a
+    /// close_notify first; if the kernel refuses it, this runs again on WRITABLE).
     pub fn shutdown_write(&mut self, idx: u32) {
         let c = &mut self.conns[idx as usize];
         if !c.has(flags::SHUT_WR) {
-            c.flags |= flags::SHUT_WR;
-            if c.stream.shutdown(Shutdown::Write).is_err() {
-                self.release(idx);
+            match c.stream.shutdown_write() {
+                Ok(true) => c.flags |= flags::SHUT_WR,
+                Ok(false) => c.flags |= flags::WRITE_BLOCKED,
+                Err(_) => self.release(idx),
             }
         }
     }
@@ -373,6 +400,9 @@ impl Core {
         self.metrics.on_discarded(c.out.len() as u64);
         c.out.release(&mut self.pool);
         self.pool.put(std::mem::take(&mut c.rx));
+        if let Some(z) = self.deflate.as_deref_mut() {
+            z.close(idx);
+        }
         self.to_free.push(idx);
     }
 
@@ -396,9 +426,22 @@ impl Core {
         }
         let id = self.topics.subscribers.len() as u32;
         let name: Arc<str> = topic.into();
-        self.topics.ids.insert(name, id);
+        self.topics.ids.insert(name.clone(), id);
         self.topics.subscribers.push(Vec::new());
+        self.topics.names.push(name);
         id
+    }
+
+    /// The topic's first subscriber on this loop arrived (`first`) or its last one left:
+    /// the backplane, if any, counts it towards the Redis subscription.
+    fn backplane_interest(&self, topic: u32, first: bool) {
+        if let Some(hook) = self.handle.shared.backplane.get() {
+            let name = &self.topics.names[topic as usize];
+            match first {
+                true => hook.subscribe(name),
+                false => hook.unsubscribe(name),
+            }
+        }
     }
 
     pub fn subscribe(&mut self, idx: u32, topic: &str) -> bool {
@@ -408,7 +451,11 @@ impl Core {
             return false;
         }
         c.topics.push(t);
-        self.topics.subscribers[t as usize].push(idx);
+        let subs = &mut self.topics.subscribers[t as usize];
+        subs.push(idx);
+        if subs.len() == 1 {
+            self.backplane_interest(t, true);
+        }
         true
     }
 
@@ -421,13 +468,17 @@ impl Core {
             return false;
         };
         c.topics.swap_remove(pos);
-        self.topics.remove_subscriber(t, idx);
+        if self.topics.remove_subscriber(t, idx) {
+            self.backplane_interest(t, false);
+        }
         true
     }
 
     fn unsubscribe_all(&mut self, idx: u32) {
         for t in std::mem::take(&mut self.conns[idx as usize].topics) {
-            self.topics.remove_subscriber(t, idx);
+            if self.topics.remove_subscriber(t, idx) {
+                self.backplane_interest(t, false);
+            }
         }
     }
 
@@ -439,8 +490,9 @@ impl Core {
         let result = c.out.flush(&mut c.stream, &mut self.pool);
         self.metrics.on_written((before - c.out.len()) as u64);
         match result {
-            Ok(true) => c.flags &= !flags::WRITE_BLOCKED,
-            Ok(false) => c.flags |= flags::WRITE_BLOCKED,
+            // TLS: the buffer is out only if rustls holds no ciphertext either.
+            Ok(true) if !c.stream.wants_write() => c.flags &= !flags::WRITE_BLOCKED,
+            Ok(_) => c.flags |= flags::WRITE_BLOCKED,
             // Reported again by the next flush, which releases the connection.
             Err(_) => return false,
         }
@@ -449,9 +501,13 @@ impl Core {
 
     /// Encodes the frame once and appends the same bytes to every subscriber's output,
     /// on this loop and (through their mailboxes, at the end of the iteration) on every
-    /// other loop. Returns the deliveries on this loop.
+    /// other loop; with a backplane, also queues it for the other instances. Returns the
+    /// deliveries on this loop.
     pub fn publish(&mut self, topic: &str, opcode: OpCode, payload: &[u8]) -> usize {
         self.metrics.publishes += 1;
+        if let Some(hook) = self.handle.shared.backplane.get() {
+            hook.publish(topic, opcode, payload);
+        }
         if self.outbox.len() > 1 {
             // Several loops: the bytes are shared with them, so encode into an Arc once.
             let frame = encode_frame(opcode, payload);
@@ -489,6 +545,15 @@ impl Core {
         let mut delivered = 0;
         let mut slow = Vec::new();
         let subs = std::mem::take(&mut self.topics.subscribers[t as usize]);
+        // Taken out while delivering (and put back below) only when some connection of
+        // this loop agreed to deflate; otherwise the plain path costs one comparison.
+        let mut deflate = match &self.deflate {
+            Some(z) if z.active > 0 => self.deflate.take(),
+            _ => None,
+        };
+        if let Some(z) = deflate.as_deref_mut() {
+            z.begin_publish();
+        }
         for &idx in &subs {
             let c = &self.conns[idx as usize];
             if !c.is_open() {
@@ -500,8 +565,14 @@ impl Core {
                 slow.push(idx);
                 continue;
             }
-            self.queue_bytes(idx, frame);
+            match deflate.as_deref_mut() {
+                Some(z) => self.queue_published(z, idx, frame),
+                None => self.queue_bytes(idx, frame),
+            }
             delivered += 1;
+        }
+        if deflate.is_some() {
+            self.deflate = deflate;
         }
         self.metrics.deliveries += delivered as u64;
         self.metrics.messages_out += delivered as u64;
@@ -534,12 +605,32 @@ impl Core {
             return SendStatus::Dropped;
         }
         self.metrics.messages_out += 1;
-        self.queue_bytes(id.index, frame);
+        match self.deflate.take() {
+            Some(mut z) => {
+                z.begin_publish();
+                self.queue_published(&mut z, id.index, frame);
+                self.deflate = Some(z);
+            }
+            None => self.queue_bytes(id.index, frame),
+        }
         if self.conns[id.index as usize].out.len() > limit {
             SendStatus::Backpressure
         } else {
             SendStatus::Sent
         }
+    }
+
+    /// Appends an encoded frame for one connection, compressed if it agreed to
+    /// permessage-deflate.
+    fn queue_published(&mut self, z: &mut LoopDeflate, idx: u32, frame: &[u8]) {
+        let c = &mut self.conns[idx as usize];
+        let before = c.out.len();
+        let out = c.out.append(&mut self.pool);
+        if !z.write_published(idx, frame, out) {
+            out.extend_from_slice(frame);
+        }
+        self.metrics.buffered_bytes += (c.out.len() - before) as u64;
+        self.after_queue(idx);
     }
 
     /// Hands each other loop what this iteration gathered for it, one batch and at most
@@ -681,8 +772,9 @@ impl Ctx<'_> {
             .is_some_and(|idx| self.core.unsubscribe(idx, topic))
     }
 
-    /// Sends `msg` to every subscriber of `topic` on every loop (encoded once); returns
-    /// how many subscribers of this loop it was queued for.
+    /// Sends `msg` to every subscriber of `topic` on every loop (encoded once) and, with a
+    /// backplane, on every other instance; returns how many subscribers of this loop it was
+    /// queued for.
     pub fn publish(&mut self, topic: &str, msg: Payload<'_>) -> usize {
         match msg {
             Payload::Text(t) => self.core.publish(topic, OpCode::Text, t.as_bytes()),

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -16,6 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::backplane_hook::Hook;
 use super::config::Config;
 use super::connection::{flags, Conn, State};
 use super::core::{Core, Ctx};
@@ -24,6 +25,8 @@ use super::handle::{Command, Link, ServerHandle, Shared};
 use super::handler::{ConnId, Handler};
 use super::http::Http;
 use super::timer::Wheel;
+use super::transport::Transport;
+use crate::backplane::BackplaneConfig;
 use crate::protocol::close;
 use crate::protocol::http1::{write_response, Persist};
 use crate::protocol::{Decoder, Role};
@@ -94,6 +97,8 @@ pub(super) struct Inner<H: Handler> {
     emfile_logged: bool,
     spare_fd: SpareFd,
     pub(super) shutdown_deadline: Option<Instant>,
+    /// TLS handshake steps left this iteration (see `tls_loop.rs`).
+    pub(super) handshakes_left: u32,
 }
 
 fn listen(addr: SocketAddr, config: &Config, reuse_port: bool) -> io::Result<TcpListener> {
@@ -141,12 +146,16 @@ impl<H: Handler> Server<H> {
                 .register(&mut listener, LISTENER, Interest::READABLE)?;
             let (tx, rx) = std::sync::mpsc::channel();
             links.push(Link::new(tx, Waker::new(poll.registry(), WAKER)?));
-            // Signals go to loop 0, which stops every loop.
+            // Signals go to loop 0, which stops every loop (or, for SIGHUP, reloads the
+            // certificate all loops share).
             let signals = if config.handle_signals && i == 0 {
                 let mut s = signal_hook_mio::v1_0::Signals::new([
                     signal_hook::consts::SIGINT,
                     signal_hook::consts::SIGTERM,
                 ])?;
+                if config.tls.as_ref().is_some_and(|t| t.certs().is_some()) {
+                    s.add_signal(signal_hook::consts::SIGHUP)?;
+                }
                 poll.registry()
                     .register(&mut s, SIGNALS, Interest::READABLE)?;
                 Some(s)
@@ -166,9 +175,10 @@ impl<H: Handler> Server<H> {
         }
         let handle = ServerHandle {
             shared: Arc::new(Shared {
-                links,
+                links: links.into(),
                 connections: AtomicUsize::new(0),
                 metrics: (0..threads).map(|_| Arc::default()).collect(),
+                backplane: OnceLock::new(),
             }),
         };
         Ok(Server {
@@ -192,6 +202,32 @@ impl<H: Handler> Server<H> {
     /// Number of loops (threads) the server runs.
     pub fn loops(&self) -> usize {
         self.loops.len()
+    }
+
+    /// Joins this server to other instances through Redis pub/sub (see [`crate::backplane`]):
+    /// a topic's Redis channel (`wsloop:<topic>`) is subscribed while any loop has a local
+    /// subscriber of it; every local publish (through [`Ctx`] or a
+    /// [`ServerHandle`]) also goes to Redis; what other instances publish is delivered
+    /// locally, encoded once for every loop, and never sent back to Redis. Nothing here
+    /// waits on Redis: it connects in the background (the server serves locally meanwhile
+    /// and through outages, reconnecting with back-off), and a publish that finds the
+    /// queue full or Redis away is dropped for the other instances only, counted in
+    /// `/metrics` (`wsloop_backplane_dropped_total`) and logged once per run of drops.
+    ///
+    /// Call before [`Server::run`]. Errors: a backplane was already set
+    /// ([`io::ErrorKind::AlreadyExists`]), or its threads could not be spawned.
+    pub fn with_backplane(self, config: BackplaneConfig) -> io::Result<Self> {
+        let shared = &self.handle.shared;
+        if shared.backplane.get().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the server already has a backplane",
+            ));
+        }
+        let hook = Hook::start(config, shared.links.clone())?;
+        // Only `with_backplane` sets it, and it holds `self`: nobody raced us.
+        let _ = shared.backplane.set(hook);
+        Ok(self)
     }
 }
 
@@ -293,6 +329,7 @@ impl<H: Handler> EventLoop<H> {
             emfile_logged: false,
             spare_fd,
             shutdown_deadline: None,
+            handshakes_left: 0,
         };
         Ok(EventLoop {
             poll,
@@ -319,6 +356,7 @@ impl<H: Handler> EventLoop<H> {
             inner.core.now = inner.core.wheel.tick_of(now);
             // Those that used up their turn last iteration go after this batch of events.
             let yielded = std::mem::take(&mut inner.core.yielded);
+            inner.refill_handshakes();
             for ev in self.events.iter() {
                 match ev.token() {
                     LISTENER => inner.accept(now),
@@ -328,10 +366,18 @@ impl<H: Handler> EventLoop<H> {
                         self.mail_pending = true;
                     }
                     SIGNALS => {
-                        let got = inner
-                            .signals
-                            .as_mut()
-                            .is_some_and(|s| s.pending().next().is_some());
+                        let (mut got, mut hup) = (false, false);
+                        if let Some(s) = inner.signals.as_mut() {
+                            for sig in s.pending() {
+                                match sig {
+                                    signal_hook::consts::SIGHUP => hup = true,
+                                    _ => got = true,
+                                }
+                            }
+                        }
+                        if hup {
+                            inner.reload_certificate();
+                        }
                         if got && inner.shutdown_deadline.is_some() {
                             warn!("second signal: exiting at once");
                             std::process::exit(130);
@@ -360,6 +406,7 @@ impl<H: Handler> EventLoop<H> {
             if self.mail_pending {
                 self.mail_pending = drain_mailbox(&self.mailbox, inner, now);
             }
+            inner.refill_handshakes();
             inner.continue_yielded(yielded);
             inner.end_of_iteration(now);
             inner.core.metrics.on_iteration(now.elapsed());
@@ -438,7 +485,12 @@ impl<H: Handler> Inner<H> {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
                     // Out of descriptors: answer who is waiting with the spare one, then
                     // back off instead of spinning on the same readiness.
-                    let refused = self.spare_fd.refuse_waiting(listener, &server_full());
+                    // A TLS client could not read a plaintext 503: it gets the close alone.
+                    let answer = match self.core.config.tls {
+                        None => server_full(),
+                        Some(_) => Vec::new(),
+                    };
+                    let refused = self.spare_fd.refuse_waiting(listener, &answer);
                     self.core.metrics.accepted += refused as u64;
                     for _ in 0..refused {
                         self.core.metrics.on_refused(503);
@@ -461,15 +513,27 @@ impl<H: Handler> Inner<H> {
         }
     }
 
-    fn add_connection(&mut self, mut stream: TcpStream) {
+    fn add_connection(&mut self, stream: TcpStream) {
         let core = &mut self.core;
         core.metrics.accepted += 1;
         let open = core.handle.shared.connections.load(Ordering::Relaxed);
         let over = open >= core.max_connections;
-        if over && open >= core.max_connections + core.reject_slack {
+        let tls = core.config.tls.as_ref();
+        // Over TLS a 503 would cost a whole handshake first: a full server just closes.
+        if over && (tls.is_some() || open >= core.max_connections + core.reject_slack) {
             return; // dropped: closes the socket
         }
         let _ = stream.set_nodelay(true);
+        let mut stream = match tls {
+            None => Transport::Plain(stream),
+            Some(t) => match Transport::tls(stream, t.server_config().clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!("TLS session: {e}");
+                    return;
+                }
+            },
+        };
         let entry = core.conns.vacant_entry();
         let idx = entry.key() as u32;
         if self
@@ -535,6 +599,11 @@ impl<H: Handler> Inner<H> {
     /// WouldBlock. After [`MAX_READS_PER_TURN`] full reads the connection yields and
     /// continues next iteration.
     pub(super) fn on_readable(&mut self, idx: u32, to_eof: bool) {
+        self.read_turn(idx, to_eof);
+        self.note_tls_backlog(idx);
+    }
+
+    fn read_turn(&mut self, idx: u32, to_eof: bool) {
         let mut reads = 0;
         loop {
             let Some(c) = self.core.conns.get_mut(idx as usize) else {
@@ -547,6 +616,10 @@ impl<H: Handler> Inner<H> {
                 self.core.yield_turn(idx);
                 return;
             }
+            if !self.handshake_turn(idx) {
+                return;
+            }
+            let c = &mut self.core.conns[idx as usize];
             let room = match c.state {
                 State::Http(_) => self.http_read_size,
                 _ => self.rbuf.len(),
@@ -566,7 +639,14 @@ impl<H: Handler> Inner<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // TLS: a FIN without close_notify. HTTP and WebSocket delimit their own
+                // messages, so this is an EOF like any other (1006 if no close frame).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.on_eof(idx);
+                    return;
+                }
                 Err(e) => {
+                    // TLS failures (an alert or the 400 for plain HTTP is written) too.
                     debug!("read (slot {idx}): {e}");
                     self.core.release(idx);
                     self.run_notices();
@@ -583,7 +663,7 @@ impl<H: Handler> Inner<H> {
         // (A file response in progress never gets here: input is not read meanwhile, so
         // its FIN is seen once the file is out.)
         let c = &mut self.core.conns[idx as usize];
-        if c.out.is_empty() || matches!(c.state, State::Closed) {
+        if (c.out.is_empty() && !c.stream.wants_write()) || matches!(c.state, State::Closed) {
             self.core.release(idx);
         } else {
             self.core.notify_closed(idx, close::ABNORMAL, "");
@@ -633,7 +713,10 @@ impl<H: Handler> Inner<H> {
             return;
         }
         let before = c.out.len();
-        let emptied = match c.out.flush(&mut c.stream, &mut core.pool) {
+        // TLS: output is gone only once rustls holds no ciphertext either (a no-op for
+        // plain sockets and for TLS with nothing held).
+        let flushed = c.out.flush(&mut c.stream, &mut core.pool);
+        let emptied = match flushed.and_then(|done| Ok(done && c.stream.flush_tls()?)) {
             Ok(done) => done,
             Err(e) => {
                 debug!("write (slot {idx}): {e}");

@@ -48,7 +48,7 @@ impl<H: Handler> Inner<H> {
                         .start_close(idx, close::GOING_AWAY, "idle timeout");
                 }
                 State::Http(Http::Head { ref mut sent, .. })
-                    if let Some(q) = still_receiving(&c.stream, *sent) =>
+                    if let Some(q) = still_receiving(c.stream.socket(), *sent) =>
                 {
                     // The previous response is still on its way to the client (it sat in
                     // the socket buffers when the kernel took it): wait, while it moves.

@@ -8,13 +8,15 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mio::Waker;
 
+use super::backplane_hook::Hook;
 use super::core::Ctx;
 use super::handler::{ConnId, Payload};
 use super::metrics::LoopShared;
+use crate::backplane::BackplaneStats;
 use crate::protocol::frame::{write_server_frame, OpCode};
 
 /// A closure run on a loop's thread.
@@ -75,12 +77,16 @@ impl Link {
 
 /// What every loop shares: the mailboxes and the process-wide connection count.
 pub(crate) struct Shared {
-    pub links: Vec<Link>,
+    /// Shared on its own with the backplane's sink, which needs nothing else.
+    pub links: Arc<[Link]>,
     /// Open connections over all loops (`max_connections` holds for the process): one
     /// atomic add per accept and one subtract per close, never per message.
     pub connections: AtomicUsize,
     /// Each loop's published counters, by loop number; read by `/metrics` scrapes.
     pub metrics: Vec<Arc<LoopShared>>,
+    /// The Redis backplane, if [`Server::with_backplane`](super::Server::with_backplane)
+    /// set one (before the loops run).
+    pub backplane: OnceLock<Hook>,
 }
 
 /// A handle to a running server, usable from any thread: publish to a topic, send to or
@@ -111,13 +117,20 @@ impl ServerHandle {
         self.shared.links.len()
     }
 
-    /// Sends `msg` to every subscriber of `topic` on every loop. The frame is encoded once
+    /// Sends `msg` to every subscriber of `topic` on every loop, and, with a backplane,
+    /// to every other instance (queued, never waited for). The frame is encoded once
     /// and its bytes shared by the loops; messages published from one thread arrive in
     /// the order they were published.
     pub fn publish(&self, topic: &str, msg: Payload<'_>) {
+        if let Some(hook) = self.shared.backplane.get() {
+            match msg {
+                Payload::Text(t) => hook.publish(topic, OpCode::Text, t.as_bytes()),
+                Payload::Binary(b) => hook.publish(topic, OpCode::Binary, b),
+            }
+        }
         let frame = encode_shared(msg);
         let topic: Arc<str> = topic.into();
-        for link in &self.shared.links {
+        for link in self.shared.links.iter() {
             link.post(Command::Publish {
                 topic: topic.clone(),
                 frame: frame.clone(),
@@ -158,7 +171,7 @@ impl ServerHandle {
     /// Stops the server gracefully: every loop stops accepting, closes its WebSockets
     /// with 1001 and waits up to the close timeout; then `Server::run` returns.
     pub fn stop(&self) {
-        for link in &self.shared.links {
+        for link in self.shared.links.iter() {
             link.post(Command::Stop);
         }
     }
@@ -166,5 +179,15 @@ impl ServerHandle {
     /// Open connections over all loops.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// The Redis backplane's counters, if the server has one.
+    pub fn backplane_stats(&self) -> Option<BackplaneStats> {
+        self.shared.backplane.get().map(Hook::stats)
+    }
+
+    /// This instance's tag on the backplane (eight hex digits), if the server has one.
+    pub fn instance_tag(&self) -> Option<&str> {
+        self.shared.backplane.get().map(Hook::instance_tag)
     }
 }

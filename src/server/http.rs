@@ -253,7 +253,11 @@ impl<H: Handler> Inner<H> {
         };
         // Owned, so the handler may be borrowed mutably below.
         let protocol: Option<Box<str>> = upgrade.protocol.map(|i| protocols[i].into());
-        let peer = self.core.conns[idx as usize].stream.peer_addr().ok();
+        let peer = self.core.conns[idx as usize]
+            .stream
+            .socket()
+            .peer_addr()
+            .ok();
         let up = UpgradeRequest {
             request: &req,
             peer,
@@ -279,10 +283,21 @@ impl<H: Handler> Inner<H> {
             self.data.resize_with(idx as usize + 1, || None);
         }
         self.data[idx as usize] = Some(data);
+        let deflate = self.core.deflate.as_deref_mut().and_then(|z| {
+            let agreed = z.negotiate(&req)?;
+            z.open(idx, agreed);
+            Some(agreed)
+        });
         let mut resp = Vec::with_capacity(160);
-        write_accept_response(&mut resp, &upgrade.accept, protocol.as_deref());
+        write_accept_response(
+            &mut resp,
+            &upgrade.accept,
+            protocol.as_deref(),
+            deflate.as_ref(),
+        );
         self.core.queue_bytes(idx, &resp);
         let c = &mut self.core.conns[idx as usize];
+        c.decoder.set_permessage_deflate(deflate.is_some());
         c.state = State::Open;
         c.flags |= flags::OPENED;
         let t = self.core.ticks.idle_half;
@@ -302,6 +317,9 @@ impl<H: Handler> Inner<H> {
         self.core.publish_metrics();
         let mut text = String::with_capacity(8 << 10);
         metrics::render(&self.core.handle.shared.metrics, &mut text);
+        if let Some(stats) = self.core.handle.backplane_stats() {
+            metrics::render_backplane(&stats, &mut text);
+        }
         write_response(
             &mut bytes,
             200,

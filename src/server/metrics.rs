@@ -221,7 +221,9 @@ impl LoopMetrics {
     }
 }
 
+mod backplane;
 mod render;
+pub use backplane::render_backplane;
 pub use render::render;
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The event loop and the application API.
 
 mod app_timers;
+mod backplane_hook;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod core;
+mod deflate;
 pub mod event_loop;
 mod expiry;
 pub mod fd_limit;
@@ -17,6 +19,7 @@ mod socket_queue;
 pub(crate) mod static_files;
 pub(crate) mod timer;
 pub mod tls;
+mod tls_loop;
 pub mod transport;
 pub mod write_buffer;
 mod ws_read;

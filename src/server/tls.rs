@@ -123,11 +123,11 @@ impl ResolvesServerCert for CertReloader {
 }
 
 /// A TLS listener's configuration: the rustls config handed to each new connection, and
-/// the reloader behind it (for SIGHUP).
+/// the reloader behind it (for SIGHUP) when the certificate came from files.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     server: Arc<ServerConfig>,
-    certs: Arc<CertReloader>,
+    certs: Option<Arc<CertReloader>>,
 }
 
 impl TlsConfig {
@@ -157,8 +157,17 @@ impl TlsConfig {
         server.send_tls13_tickets = 0;
         Ok(TlsConfig {
             server: Arc::new(server),
-            certs,
+            certs: Some(certs),
         })
+    }
+
+    /// A library user's own rustls configuration, taken as is (no reload: SIGHUP does
+    /// nothing for it). [`Config::validate`](super::Config::validate) checks its ALPN list.
+    pub fn from_server_config(server: Arc<ServerConfig>) -> TlsConfig {
+        TlsConfig {
+            server,
+            certs: None,
+        }
     }
 
     /// The config each accepted connection is built from.
@@ -167,13 +176,18 @@ impl TlsConfig {
     }
 
     /// Re-reads the certificate and key files (SIGHUP). Established connections are not
-    /// touched; on error the previous certificate stays in use.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        self.certs.reload()
+    /// touched; on error the previous certificate stays in use. `Ok(false)`: this config
+    /// was not loaded from files, there is nothing to re-read.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        match &self.certs {
+            Some(c) => c.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
-    /// The resolver, to inspect the current certificate.
-    pub fn certs(&self) -> &Arc<CertReloader> {
-        &self.certs
+    /// The resolver, to inspect the current certificate (`None` for
+    /// [`TlsConfig::from_server_config`]).
+    pub fn certs(&self) -> Option<&Arc<CertReloader>> {
+        self.certs.as_ref()
     }
 }

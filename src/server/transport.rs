@@ -122,6 +122,15 @@ impl Transport {
         }
     }
 
+    /// The socket, read-only (`peer_addr`, the send-queue ioctl).
+    #[inline]
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(t) => &t.sock,
+        }
+    }
+
     /// Whether this is a TLS connection.
     #[inline]
     pub fn is_tls(&self) -> bool {

@@ -7,6 +7,8 @@ use super::connection::{flags, State};
 use super::core::{Core, Ctx};
 use super::event_loop::{run_notices, Inner};
 use super::handler::{Handler, Payload};
+use crate::protocol::close;
+use crate::protocol::deflate::Inflated;
 use crate::protocol::frame::OpCode;
 use crate::protocol::{Decoded, Decoder, Message, Role};
 
@@ -79,7 +81,10 @@ fn dispatch<H: Handler>(
     message: Message<'_>,
 ) {
     let id = core.id(idx);
-    if matches!(message, Message::Text(_) | Message::Binary(_)) {
+    if matches!(
+        message,
+        Message::Text(_) | Message::Binary(_) | Message::Compressed { .. }
+    ) {
         core.metrics.messages_in += 1;
     }
     // Data exists exactly while the connection is open (set on upgrade, taken by close).
@@ -91,6 +96,29 @@ fn dispatch<H: Handler>(
         (Message::Text(t), Some(d)) => handler.message(&mut Ctx { core }, id, d, Payload::Text(t)),
         (Message::Binary(b), Some(d)) => {
             handler.message(&mut Ctx { core }, id, d, Payload::Binary(b))
+        }
+        (Message::Compressed { text, data }, Some(d)) => {
+            let Some(z) = core.deflate.as_deref_mut() else {
+                // The decoder hands these out only after deflate was agreed.
+                return core.fail(idx, close::PROTOCOL_ERROR, "unexpected RSV1");
+            };
+            let mut buf = z.take_buffer();
+            let max = core.config.max_message_size;
+            match z.inflate(idx, text, data, max, &mut buf) {
+                Ok(Inflated::Text(t)) => {
+                    handler.message(&mut Ctx { core }, id, d, Payload::Text(t))
+                }
+                Ok(Inflated::Binary(b)) => {
+                    handler.message(&mut Ctx { core }, id, d, Payload::Binary(b))
+                }
+                Err(e) => {
+                    debug!("permessage-deflate error (slot {idx}): {e}");
+                    core.fail(idx, e.close_code(), e.reason());
+                }
+            }
+            if let Some(z) = core.deflate.as_deref_mut() {
+                z.put_buffer(buf);
+            }
         }
         (Message::Ping(p), Some(d)) => {
             // Every ping is answered (RFC 6455 §5.5.2). Pongs count against the write

@@ -565,6 +565,7 @@ pub fn check_request(head: &[u8]) {
                 &mut out,
                 &u.accept,
                 u.protocol.map(|i| SERVER_PROTOCOLS[i]),
+                None,
             );
             assert!(out.starts_with(b"HTTP/1.1 101 ") && out.ends_with(b"\r\n\r\n"));
         }
@@ -601,7 +602,13 @@ pub fn check_deflate_negotiate(data: &[u8]) {
             .any(|v| v.windows(name.len()).any(|w| w == name.as_bytes()))
     };
     let (server, client) = (a.server_window_bits(), a.client_window_bits());
-    assert!((9..=15).contains(&server) && (9..=15).contains(&client));
+    assert!((9..=15).contains(&server) && (8..=15).contains(&client));
+    // 8 only echoes a client's own offered limit (§7.1.2.2: never answered above it).
+    assert!(
+        client > 8
+            || offered("client_max_window_bits=8")
+            || offered("client_max_window_bits=\"8\"")
+    );
     assert!(server <= cfg.server_max_window_bits.max(9));
     if a.client_max_window_bits.is_some() {
         assert!(

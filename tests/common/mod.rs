@@ -1,6 +1,8 @@
 //! Shared by the integration tests: start `wsloop` as a child process on an ephemeral port.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -34,14 +34,14 @@ const screenshots = [];
 // server process
 
 /**
- * Start `wsloop <mode> --listen <listen> --www www/` and wait for its
+ * Start `wsloop <mode> --listen <listen> --www www/ <flags>` and wait for its
  * "wsloop <mode> listening on <ip>:<port>" line on stdout.
  */
-function startServer(mode, listen = '127.0.0.1:0') {
+function startServer(mode, listen = '127.0.0.1:0', ...flags) {
   if (!fs.existsSync(WSLOOP_BIN)) {
     throw new Error(`wsloop binary not found at ${WSLOOP_BIN} (build it with \`cargo build\` or set WSLOOP_BIN)`);
   }
-  const child = spawn(WSLOOP_BIN, [mode, '--listen', listen, '--www', WWW], {
+  const child = spawn(WSLOOP_BIN, [mode, '--listen', listen, '--www', WWW, ...flags], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -361,5 +361,50 @@ browserTest('echo page: subprotocol, text and binary round trips, clean close', 
   await page.click('#send-binary');
   await waitItem(page, '#binary-result', `✓ match (${Buffer.byteLength(again)} bytes)`);
 
+  assert.deepEqual(e.errors, [], 'no page errors, console errors or HTTP errors');
+});
+
+browserTest('demo --deflate: Chromium negotiates permessage-deflate and echoes a large compressible message', async (t) => {
+  const srv = await startServer('demo', '127.0.0.1:0', '--deflate');
+  t.after(() => srv.stop());
+  t.diagnostic(`wsloop demo --deflate on ${srv.base}`);
+
+  const e = await open(`${srv.base}/echo.html`, DESKTOP, 'echo-deflate');
+  t.after(() => e.context.close());
+  const { page } = e;
+  await waitText(page, '#state', 'OPEN');
+  // Chromium offers `permessage-deflate; client_max_window_bits`; the page shows ws.extensions.
+  await waitText(page, '#extensions', /^permessage-deflate\b/);
+  const ext = (await page.textContent('#extensions')).trim();
+  assert.match(ext, /server_no_context_takeover/);
+  assert.match(ext, /client_no_context_takeover/);
+
+  // A 64 KiB JSON-like text through the page's own form, compared by the page.
+  const big = await page.evaluate(() => {
+    let s = '';
+    for (let i = 0; s.length < 65536; i++) s += `{"id":${i},"user":"user${i % 7}","text":"message ${i % 13}"},`;
+    return s.slice(0, 65536);
+  });
+  await page.fill('#text', big);
+  await page.click('#send-text');
+  await page.locator('#log li.recv.text.match').first().waitFor({ timeout: WAIT });
+  await page.click('#send-binary');
+  await waitText(page, '#binary-result', '✓ match (65536 bytes)');
+  assert.equal(await page.locator('#log li.mismatch').count(), 0, 'no mismatched echoes');
+
+  // And straight from page script, a 1 MiB message on a second socket (compressed both ways).
+  const result = await page.evaluate(async (url) => {
+    const ws = new WebSocket(url);
+    await new Promise((res, rej) => { ws.onopen = res; ws.onerror = () => rej(new Error('ws error')); });
+    let s = '';
+    for (let i = 0; s.length < (1 << 20); i++) s += `{"n":${i % 1000},"k":"value ${i % 17}"},`;
+    s = s.slice(0, 1 << 20);
+    const echoed = await new Promise((res) => { ws.onmessage = (ev) => res(ev.data); ws.send(s); });
+    ws.close(1000);
+    return { extensions: ws.extensions, same: echoed === s, len: echoed.length };
+  }, `ws://127.0.0.1:${srv.port}/echo`);
+  assert.match(result.extensions, /^permessage-deflate/);
+  assert.deepEqual({ same: result.same, len: result.len }, { same: true, len: 1 << 20 });
+  await shot(page, 'echo-deflate');
   assert.deepEqual(e.errors, [], 'no page errors, console errors or HTTP errors');
 });

@@ -78,6 +78,8 @@ function open(url, protocols, options = {}) {
   const c = {
     ws,
     closed,
+    // The 101 response's headers (lowercase names), once open.
+    upgradeHeaders: null,
     next(what = 'message') {
       if (queue.length) return Promise.resolve(queue.shift());
       return withTimeout(new Promise((resolve) => waiters.push(resolve)), what);
@@ -92,6 +94,9 @@ function open(url, protocols, options = {}) {
       return withTimeout(closed, 'close');
     },
   };
+  ws.once('upgrade', (res) => {
+    c.upgradeHeaders = res.headers;
+  });
   return withTimeout(
     new Promise((resolve, reject) => {
       ws.once('open', () => resolve(c));
@@ -321,5 +326,127 @@ describe('chat', () => {
     await first.close(1000);
     for (const [c] of rest) assert.equal(await c.text(), `user${n1} left`);
     for (const [c] of rest) await c.close(1000);
+  });
+});
+
+// permessage-deflate (RFC 7692) with Node's own implementation (zlib) on both ends of each
+// message: the client compresses every message (threshold 0), the server compresses its
+// echoes of 128 bytes and more (--deflate-min-size default).
+describe('permessage-deflate', () => {
+  /** JSON-like text of about `n` bytes. */
+  function jsonOf(n) {
+    let s = '';
+    for (let i = 0; s.length < n; i++) s += `{"id":${i},"user":"usér${i % 7}","text":"msg ${i % 13} €"},`;
+    return s.slice(0, n);
+  }
+  function randomBytes(n, seed) {
+    const b = Buffer.alloc(n);
+    let x = seed >>> 0 || 1;
+    for (let i = 0; i < n; i++) {
+      x ^= x << 13; x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5; x >>>= 0;
+      b[i] = x & 0xff;
+    }
+    return b;
+  }
+  /** `Sec-WebSocket-Extensions` → { param: value | true } for its single permessage-deflate. */
+  function answer(c) {
+    const v = c.upgradeHeaders['sec-websocket-extensions'];
+    assert.ok(v, 'no Sec-WebSocket-Extensions in the 101');
+    const [name, ...params] = v.split(';').map((p) => p.trim());
+    assert.equal(name, 'permessage-deflate');
+    const out = {};
+    for (const p of params) {
+      const [k, val] = p.split('=');
+      assert.ok(!(k in out), `${k} twice in ${v}`);
+      out[k] = val === undefined ? true : val;
+    }
+    return out;
+  }
+
+  const servers = {};
+  before(async () => {
+    servers.shared = (await startServer('echo', '--deflate')).url;
+    servers.dedicated = (await startServer('echo', '--deflate', '--deflate-context-takeover')).url;
+    servers.dedicatedW10 = (
+      await startServer('echo', '--deflate', '--deflate-context-takeover', '--deflate-window-bits', '10')
+    ).url;
+  });
+  after(killServers);
+
+  // Node ws throws if the server answers client_no_context_takeover while the option is
+  // explicitly `false`, so "with context takeover" leaves it undefined (RFC 7692 §7.1.1.2
+  // lets the server add it).
+  const offers = [
+    { name: 'context takeover both ways', o: {} },
+    { name: 'no context takeover', o: { serverNoContextTakeover: true, clientNoContextTakeover: true } },
+    { name: 'windows 10/10', o: { serverMaxWindowBits: 10, clientMaxWindowBits: 10 } },
+    { name: 'server 9, client no takeover', o: { serverMaxWindowBits: 9, clientNoContextTakeover: true } },
+    { name: 'client window 15, server no takeover', o: { clientMaxWindowBits: 15, serverNoContextTakeover: true } },
+  ];
+
+  for (const [kind, shared, bits] of [
+    ['shared', true, 15],
+    ['dedicated', false, 15],
+    ['dedicatedW10', false, 10],
+  ]) {
+    for (const { name, o } of offers) {
+      test(`${kind} server, ${name}: negotiated parameters and echoes both ways`, async () => {
+        const c = await open(servers[kind], undefined, { perMessageDeflate: { ...o, threshold: 0 } });
+        assert.equal(c.ws.extensions, 'permessage-deflate');
+        const got = answer(c);
+        // What RFC 7692 §7.1 requires of the answer, with wsloop's choices.
+        const want = {};
+        if (o.serverNoContextTakeover || shared) want.server_no_context_takeover = true;
+        if (o.clientNoContextTakeover || shared) want.client_no_context_takeover = true;
+        if (o.serverMaxWindowBits) want.server_max_window_bits = String(Math.min(o.serverMaxWindowBits, bits));
+        else if (bits < 15) want.server_max_window_bits = String(bits);
+        // ws offers client_max_window_bits (no value) by default.
+        const cmwb = o.clientMaxWindowBits ?? 15;
+        if (o.clientMaxWindowBits || Math.min(cmwb, bits) < 15) {
+          want.client_max_window_bits = String(Math.min(cmwb, bits));
+        }
+        assert.deepEqual(got, want);
+
+        const sock = c.ws._socket;
+        const sizes = [0, 1, 127, 128, 1000, 65536, MiB];
+        let i = 0;
+        for (const n of sizes) {
+          for (const payload of [jsonOf(n), Buffer.from(jsonOf(n)), randomBytes(n, n + 7)]) {
+            const read0 = sock.bytesRead;
+            const wrote0 = sock.bytesWritten;
+            c.ws.send(payload);
+            const m = await c.next(`${kind} ${name} #${i++} (${n} B)`);
+            assert.equal(m.isBinary, typeof payload !== 'string');
+            assert.ok(Buffer.compare(m.data, Buffer.from(payload)) === 0, `${n} B: echo differs`);
+            if (n >= 65536 && typeof payload === 'string') {
+              // Compressed on the wire both ways: far fewer bytes than the payload.
+              assert.ok(sock.bytesWritten - wrote0 < n / 3, `sent ${sock.bytesWritten - wrote0} for ${n}`);
+              assert.ok(sock.bytesRead - read0 < n / 3, `received ${sock.bytesRead - read0} for ${n}`);
+            }
+          }
+        }
+        // A fragmented compressed message (RSV1 on the first frame only).
+        const parts = [jsonOf(5000), jsonOf(100), randomBytes(3000, 1).toString('latin1')];
+        c.ws.send(parts[0], { fin: false });
+        c.ws.send(parts[1], { fin: false });
+        c.ws.send(parts[2], { fin: true });
+        assert.equal(await c.text('fragmented'), parts.join(''));
+        const ev = await c.close(1000);
+        assert.equal(ev.code, 1000);
+        assert.equal(ev.wasClean, true);
+      });
+    }
+  }
+
+  test('no --deflate: the offer is declined and messages go uncompressed', async () => {
+    const { url: plain } = await startServer('echo');
+    const c = await open(plain, undefined, { perMessageDeflate: { threshold: 0 } });
+    assert.equal(c.ws.extensions, '');
+    assert.equal(c.upgradeHeaders['sec-websocket-extensions'], undefined);
+    c.ws.send(jsonOf(1000));
+    assert.equal(await c.text(), jsonOf(1000));
+    await c.close(1000);
   });
 });

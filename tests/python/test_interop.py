@@ -463,6 +463,97 @@ def test_chat_broadcast_across_python_and_node_clients():
     run(go())
 
 
+# --------------------------------------------------------------------------- backplane
+
+
+class Redis:
+    """Debian's `redis-server` on a free loopback port (`scripts/test.sh` installs it; a
+    missing one fails the test with that message rather than skipping it)."""
+
+    def __init__(self, tmp):
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is needed: apt-get install -y redis-server (scripts/test.sh does)"
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/"
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def backplane_metric(srv, name):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{srv.addr}/metrics", timeout=T) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def wait_subscribed(srv, subs):
+    end = time.monotonic() + T
+    while not (backplane_metric(srv, "wsloop_backplane_up") == 1
+               and backplane_metric(srv, "wsloop_backplane_subscriptions") == subs):
+        assert time.monotonic() < end, f"{srv.addr}: backplane never reached {subs} subscription(s)"
+        time.sleep(0.02)
+
+
+def test_chat_across_two_instances_through_redis():
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="wsloop-redis-")
+    redis = Redis(tmp)
+    one = two = None
+    try:
+        one = Server("chat", "--threads", "2", "--metrics", "--redis", redis.url)
+        two = Server("chat", "--threads", "2", "--metrics", "--redis", redis.url)
+
+        async def join_tagged(url):
+            ws = await ws_connect(url)
+            first = await recv(ws)
+            assert first.startswith("user") and first.endswith(" come in!"), first
+            return ws, first[: -len(" come in!")]
+
+        async def go():
+            wait_subscribed(one, 0)
+            wait_subscribed(two, 0)
+            a, name_a = await join_tagged(one.url)
+            wait_subscribed(one, 1)
+            b, name_b = await join_tagged(two.url)
+            # Unique across instances: user<N>-<instance tag>, the tags differ.
+            assert name_a != name_b and name_a.split("-")[1] != name_b.split("-")[1], (name_a, name_b)
+            assert await recv(a) == f"{name_b} come in!"
+            wait_subscribed(two, 1)
+            for i in range(50):
+                await a.send(f"a{i}")
+                await b.send(bytes([i]) * 3)
+            for ws in (a, b):
+                got = [await recv(ws) for _ in range(100)]
+                assert [m for m in got if isinstance(m, str)] == [f"{name_a}: a{i}" for i in range(50)]
+                assert [m for m in got if isinstance(m, bytes)] == [bytes([i]) * 3 for i in range(50)]
+            await close_cleanly(b)
+            assert await recv(a) == f"{name_b} left"
+            await close_cleanly(a)
+
+        run(go())
+    finally:
+        for s in (one, two):
+            if s is not None:
+                s.kill()
+        redis.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- runner
 
 

@@ -9,7 +9,7 @@
 //! `window` publishes per publisher are unacknowledged.
 
 use crate::driver::{App, Ctx, Phase};
-use crate::payload::{get6, put6};
+use crate::payload::{get6, json_like, put6};
 use crate::stats::ErrorKind;
 use crate::sys::epoch_ns;
 use wsloop::protocol::decoder::Message;
@@ -27,8 +27,11 @@ pub struct Broadcast {
     binary: bool,
     /// Rate mode: ns between two publishes of one publisher.
     interval: Option<u64>,
-    /// `a..z` repeated; the filler of sequence `s` starts at `(FILL_FROM + s) % 26`.
+    /// `a..z` repeated (or JSON-like text); the filler of sequence `s` starts at
+    /// `(FILL_FROM + s) % 26`.
     pattern: Vec<u8>,
+    /// --deflate: the payload of the publish being compressed.
+    plain: Vec<u8>,
     /// Slab keys of this thread's open publishers.
     pubs: Vec<usize>,
     sending: bool,
@@ -38,6 +41,8 @@ pub struct Broadcast {
     budget_left: u64,
     local_publishers: u64,
     done: bool,
+    /// Publishers' own receptions count as deliveries (and latency samples).
+    count_publishers: bool,
 }
 
 pub struct BConn {
@@ -60,6 +65,7 @@ impl Broadcast {
         window: u32,
         size: usize,
         binary: bool,
+        json: bool,
         rate: Option<f64>,
         quota: Option<u64>,
     ) -> Self {
@@ -70,14 +76,27 @@ impl Broadcast {
             size,
             binary,
             interval,
-            pattern: (0..size + 26).map(|i| b'a' + (i % 26) as u8).collect(),
+            pattern: if json {
+                json_like(size + 26)
+            } else {
+                (0..size + 26).map(|i| b'a' + (i % 26) as u8).collect()
+            },
+            plain: Vec::with_capacity(size),
             pubs: Vec::new(),
             sending: false,
             quota,
             budget_left: 0,
             local_publishers: 0,
             done: false,
+            count_publishers: true,
         }
+    }
+
+    /// Whether publishers' receptions count as deliveries and latency samples (false:
+    /// only subscribers', for `--subscriber-url`).
+    pub fn count_publishers(mut self, yes: bool) -> Self {
+        self.count_publishers = yes;
+        self
     }
 
     #[inline]
@@ -98,14 +117,23 @@ impl Broadcast {
         }
     }
 
-    /// Strips `user<N>: ` from a relayed text; `None` for anything else.
+    /// Strips `user<N>: ` (or `user<N>-<hex tag>: `, from a `--redis` instance) from a
+    /// relayed text; `None` for anything else.
     fn strip_user(b: &[u8]) -> Option<&[u8]> {
         let rest = b.strip_prefix(b"user")?;
         let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return None;
         }
-        rest[digits..].strip_prefix(b": ")
+        let mut rest = &rest[digits..];
+        if let Some(tagged) = rest.strip_prefix(b"-") {
+            let hex = tagged.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+            if hex == 0 {
+                return None;
+            }
+            rest = &tagged[hex..];
+        }
+        rest.strip_prefix(b": ")
     }
 
     /// `user<N> come in!` and `user<N> left`.
@@ -204,19 +232,30 @@ impl App for Broadcast {
         };
         let mut h = [0u8; MAX_HEADER_LEN];
         let hl = encode_header(&mut h, true, op, self.size as u64, Some(ctx.mask));
-        out.reserve(n as usize * (hl + self.size));
+        let deflate = ctx.z.on(ctx.key);
+        if !deflate {
+            out.reserve(n as usize * (hl + self.size));
+        }
         for _ in 0..n {
-            out.extend_from_slice(&h[..hl]);
-            let start = out.len();
             let mut stamp = [0u8; MIN_SIZE];
             stamp[0] = b'#';
             put6(c.id as u64, &mut stamp[1..4]);
             put6(p.seq, &mut stamp[4..10]);
             put6(ts, &mut stamp[10..18]);
-            out.extend_from_slice(&stamp);
             let from = (FILL_FROM + (p.seq % 26) as usize) % 26;
-            out.extend_from_slice(&self.pattern[from..from + self.size - FILL_FROM]);
-            apply_mask(&mut out[start..], ctx.mask, 0);
+            let filler = &self.pattern[from..from + self.size - FILL_FROM];
+            if deflate {
+                self.plain.clear();
+                self.plain.extend_from_slice(&stamp);
+                self.plain.extend_from_slice(filler);
+                ctx.z.write(ctx.key, out, op, &self.plain, ctx.mask);
+            } else {
+                out.extend_from_slice(&h[..hl]);
+                let start = out.len();
+                out.extend_from_slice(&stamp);
+                out.extend_from_slice(filler);
+                apply_mask(&mut out[start..], ctx.mask, 0);
+            }
             p.seq += 1;
         }
         *ctx.inflight += n as i64;
@@ -294,7 +333,7 @@ impl App for Broadcast {
             });
         }
         *exp = (*exp).max(seq + 1);
-        if ctx.st.measuring {
+        if ctx.st.measuring && (self.count_publishers || c.publisher.is_none()) {
             let lat = ctx.now.saturating_sub(epoch_ns() + ts);
             ctx.st.hist.record(lat);
             ctx.st.msgs += 1;
@@ -340,6 +379,12 @@ mod tests {
         assert_eq!(Broadcast::strip_user(b"user12: #abc"), Some(&b"#abc"[..]));
         assert_eq!(Broadcast::strip_user(b"user12 come in!"), None);
         assert_eq!(Broadcast::strip_user(b"user: x"), None);
+        assert_eq!(
+            Broadcast::strip_user(b"user7-3fa9c1d2: #abc"),
+            Some(&b"#abc"[..])
+        );
+        assert_eq!(Broadcast::strip_user(b"user7-: #abc"), None);
+        assert!(Broadcast::is_notice(b"user7-3fa9c1d2 come in!"));
         assert!(Broadcast::is_notice(b"user3 come in!"));
         assert!(Broadcast::is_notice(b"user3 left"));
         assert!(!Broadcast::is_notice(b"hello"));
@@ -347,7 +392,7 @@ mod tests {
 
     #[test]
     fn filler_rotates_with_sequence() {
-        let b = Broadcast::new(1, 1, 40, false, None, None);
+        let b = Broadcast::new(1, 1, 40, false, false, None, None);
         assert_eq!(b.filler(0).len(), 22);
         assert_ne!(b.filler(0), b.filler(1));
         assert_eq!(b.filler(0), b.filler(26));

@@ -34,9 +34,13 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// Server URL; must be ws:// on a loopback address (127.0.0.0/8, ::1 or localhost).
+    /// Server URL: ws:// or wss:// on a loopback address (127.0.0.0/8, ::1 or localhost).
     #[arg(long, default_value = "ws://127.0.0.1:8001/")]
     pub url: String,
+    /// For wss://: PEM file of the CA certificate(s) to trust (e.g. the `ca.pem` that
+    /// `scripts/test-cert.sh` writes). The server's certificate must name the URL's host.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// Worker threads, each with its own mio Poll; connections are split round-robin.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: u32,
@@ -60,6 +64,15 @@ pub struct Common {
     /// wake-up work on both sides, but wsload shows 100 % CPU (its core is spent anyway).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Offer permessage-deflate (RFC 7692) without context takeover either way
+    /// (`client_no_context_takeover; server_no_context_takeover`) and compress every
+    /// message sent; the server must accept.
+    #[arg(long)]
+    pub deflate: bool,
+    /// With --deflate: offer context takeover both ways (`client_max_window_bits`), so
+    /// each connection keeps a compressor and an inflater if the server agrees.
+    #[arg(long, requires = "deflate")]
+    pub deflate_context_takeover: bool,
     /// Free-form label copied into the JSON (e.g. the server's name).
     #[arg(long)]
     pub label: Option<String>,
@@ -84,6 +97,10 @@ pub struct EchoArgs {
     /// Binary messages (default: text).
     #[arg(long)]
     pub binary: bool,
+    /// JSON-like payload (records with repeated keys and varying values, as chat or
+    /// telemetry sends; compresses like real traffic) instead of `a..z` repeated.
+    #[arg(long)]
+    pub json: bool,
     /// Measured seconds (default 5 unless --messages is given).
     #[arg(long, short = 'd', value_name = "SECS", conflicts_with = "messages")]
     pub duration: Option<f64>,
@@ -118,6 +135,15 @@ pub struct BroadcastArgs {
     /// Binary messages (relayed verbatim by the chat server; default text, relayed as `user<N>: T`).
     #[arg(long)]
     pub binary: bool,
+    /// Subscribers connect here instead of --url (e.g. another instance joined through
+    /// `--redis`); publishers stay on --url. Deliveries and latency are then counted at
+    /// the subscribers only, so the figures are the subscribers' path (pass the same URL
+    /// as --url for the single-instance baseline with the same accounting).
+    #[arg(long, value_name = "URL")]
+    pub subscriber_url: Option<String>,
+    /// JSON-like filler after the publish header instead of `a..z` repeated.
+    #[arg(long)]
+    pub json: bool,
     /// Measured seconds (default 5 unless --messages is given).
     #[arg(long, short = 'd', value_name = "SECS", conflicts_with = "messages")]
     pub duration: Option<f64>,
@@ -145,25 +171,32 @@ pub struct ConnectArgs {
     pub rate: Option<f64>,
 }
 
-/// A parsed `ws://` URL on a loopback address.
+/// A parsed `ws://` or `wss://` URL on a loopback address.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// `wss://`: set by `main` from `--tls-ca` once the URL is parsed.
+    pub tls: Option<crate::link::TlsTarget>,
+    /// `wss://`.
+    pub secure: bool,
+    /// The host without the port (the TLS server name).
+    pub hostname: String,
     /// `Host` header value.
     pub host: String,
     /// Request target (path and query).
     pub path: String,
 }
 
-/// Parses `ws://HOST[:PORT][/PATH]`; refuses anything that is not loopback.
+/// Parses `ws[s]://HOST[:PORT][/PATH]`; refuses anything that is not loopback.
 pub fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = if let Some(r) = url.strip_prefix("ws://") {
-        r
-    } else if url.starts_with("wss://") {
-        return Err("wss:// is not supported (wsload speaks plain ws:// on loopback)".into());
+    let (rest, secure) = if let Some(r) = url.strip_prefix("ws://") {
+        (r, false)
+    } else if let Some(r) = url.strip_prefix("wss://") {
+        (r, true)
     } else {
-        return Err(format!("{url:?}: URL must start with ws://"));
+        return Err(format!("{url:?}: URL must start with ws:// or wss://"));
     };
+    let default_port = if secure { 443 } else { 80 };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -174,7 +207,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             .find(']')
             .ok_or_else(|| format!("{url:?}: bad IPv6 literal"))?;
         let port = match &h[end + 1..] {
-            "" => 80,
+            "" => default_port,
             p => p
                 .strip_prefix(':')
                 .and_then(|p| p.parse().ok())
@@ -184,7 +217,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     } else {
         match authority.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| format!("{url:?}: bad port"))?),
-            None => (authority, 80u16),
+            None => (authority, default_port),
         }
     };
     let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
@@ -202,6 +235,9 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         return Err(format!("{url:?}: port 0"));
     }
     Ok(Target {
+        tls: None,
+        secure,
+        hostname: host.to_string(),
         addr: SocketAddr::new(ip, port),
         host: authority.to_string(),
         path,
@@ -277,7 +313,9 @@ mod tests {
         assert_eq!(parse_url("ws://127.3.4.5").unwrap().addr.port(), 80);
         assert!(parse_url("ws://10.0.0.1:80/").is_err());
         assert!(parse_url("ws://example.com/").is_err());
-        assert!(parse_url("wss://127.0.0.1/").is_err());
+        let t = parse_url("wss://localhost:8443/").unwrap();
+        assert!(t.secure && t.hostname == "localhost" && t.addr.port() == 8443);
+        assert_eq!(parse_url("wss://[::1]/").unwrap().addr.port(), 443);
         assert!(parse_url("http://127.0.0.1/").is_err());
     }
 

@@ -4,6 +4,8 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use mio::net::TcpStream;
+
+use crate::link::Link;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +30,7 @@ pub enum State {
 
 /// A connection's transport and protocol state; `app` is the scenario's own state.
 pub struct Conn<S> {
-    pub sock: TcpStream,
+    pub sock: Link,
     pub state: State,
     /// Global connection index (0-based, across threads).
     pub id: u32,
@@ -100,8 +102,8 @@ pub fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Appends the upgrade request.
-pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str) {
+/// Appends the upgrade request, with a `Sec-WebSocket-Extensions` offer if given.
+pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str, ext: Option<&str>) {
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -110,6 +112,10 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str) {
         b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
     );
     out.extend_from_slice(key.as_bytes());
+    if let Some(ext) = ext {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(ext.as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -117,8 +123,9 @@ pub fn write_request(out: &mut Vec<u8>, host: &str, path: &str, key: &str) {
 pub enum HandshakeResult {
     /// Need more bytes.
     Partial,
-    /// A valid 101; the response head was this many bytes (frames may follow).
-    Done(usize),
+    /// A valid 101; the response head was this many bytes (frames may follow), and its
+    /// `Sec-WebSocket-Extensions` value if any (several lines joined with `, `).
+    Done(usize, Option<Vec<u8>>),
     Failed(String),
 }
 
@@ -159,8 +166,18 @@ pub fn check_response(buf: &[u8], accept: &str) -> HandshakeResult {
     }) {
         return HandshakeResult::Failed("101 without Connection: upgrade".into());
     }
+    let mut extensions: Option<Vec<u8>> = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            let v = extensions.get_or_insert_with(Vec::new);
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(h.value);
+        }
+    }
     match find("sec-websocket-accept") {
-        Some(v) if v == accept => HandshakeResult::Done(head_len),
+        Some(v) if v == accept => HandshakeResult::Done(head_len, extensions),
         Some(v) => {
             HandshakeResult::Failed(format!("Sec-WebSocket-Accept {v:?}, expected {accept:?}"))
         }
@@ -169,7 +186,7 @@ pub fn check_response(buf: &[u8], accept: &str) -> HandshakeResult {
 }
 
 impl<S> Conn<S> {
-    pub fn new(sock: TcpStream, id: u32, seed: u64, started_ns: u64, app: S) -> Self {
+    pub fn new(sock: Link, id: u32, seed: u64, started_ns: u64, app: S) -> Self {
         Conn {
             sock,
             state: State::Connecting,
@@ -207,7 +224,7 @@ impl<S> Conn<S> {
             return Ok(());
         }
         loop {
-            match (&self.sock).write(data) {
+            match self.sock.write(data) {
                 Ok(n) if n == data.len() => return Ok(()),
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -227,7 +244,7 @@ impl<S> Conn<S> {
     /// Writes pending output on a WRITABLE event.
     pub fn flush(&mut self) -> io::Result<()> {
         while !self.pending.is_empty() {
-            match (&self.sock).write(&self.pending) {
+            match self.sock.write(&self.pending) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.pending.drain(..n);
@@ -253,7 +270,15 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n\x01\x02hi"
         );
         match check_response(ok.as_bytes(), &accept) {
-            HandshakeResult::Done(n) => assert_eq!(n, ok.len() - 4),
+            HandshakeResult::Done(n, None) => assert_eq!(n, ok.len() - 4),
+            _ => panic!(),
+        }
+        let z = ok.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        );
+        match check_response(z.as_bytes(), &accept) {
+            HandshakeResult::Done(_, Some(e)) => assert_eq!(e, b"permessage-deflate"),
             _ => panic!(),
         }
         assert!(matches!(

@@ -9,6 +9,7 @@
 
 use crate::cli::Target;
 use crate::conn::{self, Conn, HandshakeResult, State};
+use crate::link::Link;
 use crate::stats::{ErrorKind, ThreadStats};
 use crate::sys::now_ns;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -21,6 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wsloop::protocol::close::NORMAL;
 use wsloop::protocol::decoder::{Decoded, Message};
+use wsloop::protocol::deflate::Inflated;
+use wsloop::protocol::error::ProtocolError;
 use wsloop::protocol::frame::{write_client_frame, OpCode};
 
 /// Largest message wsload accepts from a server.
@@ -124,6 +127,11 @@ pub struct Ctx<'a> {
     pub mask: [u8; 4],
     /// Change of in-flight messages (flushed to `Shared::inflight`).
     pub inflight: &'a mut i64,
+    /// permessage-deflate state of this thread's connections (`z.write(key, ...)` sends a
+    /// data frame, compressed if the connection agreed).
+    pub z: &'a mut crate::deflate::Thread,
+    /// Slab key of the connection the callback is about (`usize::MAX` in `on_phase`).
+    pub key: usize,
 }
 
 /// A scenario's behaviour. One instance per worker thread.
@@ -155,6 +163,8 @@ pub trait App: Send + 'static {
 #[derive(Clone)]
 pub struct NetCfg {
     pub target: Target,
+    /// Connections with an id at least `.0` go to `.1` instead of `target`.
+    pub alt_target: Option<(u32, Target)>,
     pub sources: Vec<IpAddr>,
     pub threads: u32,
     /// Connections to open, all threads.
@@ -168,6 +178,18 @@ pub struct NetCfg {
     pub seed: u64,
     /// Poll with a zero timeout during warmup, measure and drain.
     pub busy_poll: bool,
+    /// --deflate: what to offer (every connection must then agree).
+    pub deflate: Option<crate::deflate::Offer>,
+}
+
+impl NetCfg {
+    /// Where connection `id` connects.
+    pub fn target_for(&self, id: u32) -> &Target {
+        match &self.alt_target {
+            Some((from, t)) if id >= *from => t,
+            _ => &self.target,
+        }
+    }
 }
 
 struct Worker<A: App> {
@@ -176,6 +198,7 @@ struct Worker<A: App> {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     app: A,
+    z: crate::deflate::Thread,
     st: ThreadStats,
     shared: Arc<Shared>,
     net: Arc<NetCfg>,
@@ -266,10 +289,13 @@ impl<A: App> Worker<A> {
             && !self.shared.stop_connecting.load(Ordering::Relaxed)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn ctx<'a>(
         st: &'a mut ThreadStats,
         shared: &'a Shared,
         inflight: &'a mut i64,
+        z: &'a mut crate::deflate::Thread,
+        key: usize,
         now: u64,
         phase: Phase,
         mask: [u8; 4],
@@ -282,6 +308,8 @@ impl<A: App> Worker<A> {
             shared,
             mask,
             inflight,
+            z,
+            key,
         }
     }
 
@@ -311,7 +339,7 @@ impl<A: App> Worker<A> {
                 Some(self.net.sources[id as usize % self.net.sources.len()])
             };
             let now = now_ns();
-            let sock = match conn::start_connect(self.net.target.addr, src) {
+            let sock = match conn::start_connect(self.net.target_for(id).addr, src) {
                 Ok(s) => s,
                 Err(e) => {
                     self.failed_delta += 1;
@@ -332,6 +360,14 @@ impl<A: App> Worker<A> {
             };
             let entry = self.slab.vacant_entry();
             let key = entry.key();
+            let sock = match Link::new(sock, self.net.target.tls.as_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.failed_delta += 1;
+                    self.st.error(ErrorKind::Connect, || format!("TLS: {e}"));
+                    continue;
+                }
+            };
             let mut c = Conn::new(sock, id, self.net.seed, now, self.app.new_conn(id));
             if let Err(e) = self.poll.registry().register(
                 &mut c.sock,
@@ -361,6 +397,12 @@ impl<A: App> Worker<A> {
                 }
             }
             State::Handshake => {
+                if writable {
+                    if let Err(e) = c.sock.flush_tls() {
+                        self.fail(key, ErrorKind::Handshake, format!("write: {e}"));
+                        return;
+                    }
+                }
                 if writable && !c.pending.is_empty() {
                     if let Err(e) = c.flush() {
                         self.fail(key, ErrorKind::Handshake, format!("write: {e}"));
@@ -372,6 +414,12 @@ impl<A: App> Worker<A> {
                 }
             }
             State::Open | State::Closing => {
+                if writable {
+                    if let Err(e) = c.sock.flush_tls() {
+                        self.io_error(key, e);
+                        return;
+                    }
+                }
                 if writable && !c.pending.is_empty() {
                     if let Err(e) = c.flush() {
                         self.io_error(key, e);
@@ -387,14 +435,14 @@ impl<A: App> Worker<A> {
 
     fn finish_connect(&mut self, key: usize) {
         let c = &mut self.slab[key];
-        match c.sock.take_error() {
+        match c.sock.tcp().take_error() {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
                 let id = c.id;
                 return self.fail(key, ErrorKind::Connect, format!("connection {id}: {e}"));
             }
         }
-        match c.sock.peer_addr() {
+        match c.sock.tcp().peer_addr() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => {
@@ -404,11 +452,13 @@ impl<A: App> Worker<A> {
         }
         self.wbuf.clear();
         let key_str = std::str::from_utf8(&c.partial).unwrap_or("");
+        let target = self.net.target_for(c.id);
         conn::write_request(
             &mut self.wbuf,
-            &self.net.target.host,
-            &self.net.target.path,
+            &target.host,
+            &target.path,
             key_str,
+            self.net.deflate.map(|o| o.header()),
         );
         c.partial.clear();
         c.state = State::Handshake;
@@ -420,7 +470,7 @@ impl<A: App> Worker<A> {
     fn read_handshake(&mut self, key: usize) {
         let c = &mut self.slab[key];
         loop {
-            match (&c.sock).read(&mut self.rbuf) {
+            match c.sock.read(&mut self.rbuf) {
                 Ok(0) => {
                     return self.fail(key, ErrorKind::Handshake, "EOF before 101".into());
                 }
@@ -441,7 +491,20 @@ impl<A: App> Worker<A> {
                 let id = c.id;
                 self.fail(key, ErrorKind::Handshake, format!("connection {id}: {why}"));
             }
-            HandshakeResult::Done(head) => {
+            HandshakeResult::Done(head, extensions) => {
+                if let Some(offer) = self.net.deflate {
+                    match offer.check_answer(extensions.as_deref()) {
+                        Ok(agreed) => {
+                            c.decoder.set_permessage_deflate(true);
+                            self.z.open(key, agreed);
+                        }
+                        Err(why) => {
+                            let id = c.id;
+                            let why = format!("connection {id}: {why}");
+                            return self.fail(key, ErrorKind::Handshake, why);
+                        }
+                    }
+                }
                 c.partial.drain(..head);
                 c.state = State::Open;
                 self.connecting -= 1;
@@ -457,6 +520,8 @@ impl<A: App> Worker<A> {
                     &mut self.st,
                     &self.shared,
                     &mut self.inflight,
+                    &mut self.z,
+                    key,
                     self.now,
                     self.phase,
                     self.mask,
@@ -480,6 +545,7 @@ impl<A: App> Worker<A> {
             rbuf,
             wbuf,
             app,
+            z,
             st,
             shared,
             inflight,
@@ -489,7 +555,7 @@ impl<A: App> Worker<A> {
             ..
         } = self;
         let c = &mut slab[key];
-        let mut ctx = Self::ctx(st, shared, inflight, *now, *phase, *mask);
+        let mut ctx = Self::ctx(st, shared, inflight, z, key, *now, *phase, *mask);
         wbuf.clear();
         let mut filled = c.partial.len();
         if filled > 0 {
@@ -511,13 +577,16 @@ impl<A: App> Worker<A> {
                 rbuf.resize(n, 0);
             }
             let space = rbuf.len() - filled;
-            match (&c.sock).read(&mut rbuf[filled..]) {
+            match c.sock.read(&mut rbuf[filled..]) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
                 Ok(n) => {
                     filled += n;
+                    if ctx.st.measuring {
+                        ctx.st.wire_in += n as u64;
+                    }
                     let used = decode_all(c, &mut rbuf[..filled], app, &mut ctx, wbuf);
                     rbuf.copy_within(used..filled, 0);
                     filled -= used;
@@ -544,6 +613,9 @@ impl<A: App> Worker<A> {
         }
         let fatal_protocol = c.broken;
         if !wbuf.is_empty() {
+            if ctx.st.measuring {
+                ctx.st.wire_out += wbuf.len() as u64;
+            }
             if let Err(e) = c.send(wbuf) {
                 io_err.get_or_insert(e);
             }
@@ -631,6 +703,8 @@ impl<A: App> Worker<A> {
                     &mut self.st,
                     &self.shared,
                     &mut self.inflight,
+                    &mut self.z,
+                    key,
                     self.now,
                     self.phase,
                     self.mask,
@@ -644,6 +718,7 @@ impl<A: App> Worker<A> {
 
     fn reap(&mut self) {
         for key in self.dead.drain(..) {
+            self.z.close(key);
             self.slab.remove(key);
         }
     }
@@ -661,6 +736,8 @@ impl<A: App> Worker<A> {
             &mut self.st,
             &self.shared,
             &mut self.inflight,
+            &mut self.z,
+            key,
             self.now,
             self.phase,
             self.mask,
@@ -668,6 +745,9 @@ impl<A: App> Worker<A> {
         ctx.phase_changed = phase_changed;
         self.app.pump(&mut ctx, &mut c.app, &mut self.wbuf);
         if !self.wbuf.is_empty() {
+            if self.st.measuring {
+                self.st.wire_out += self.wbuf.len() as u64;
+            }
             if let Err(e) = c.send(&self.wbuf) {
                 self.io_error(key, e);
             }
@@ -699,6 +779,8 @@ impl<A: App> Worker<A> {
                 &mut self.st,
                 &self.shared,
                 &mut self.inflight,
+                &mut self.z,
+                usize::MAX,
                 self.now,
                 new,
                 self.mask,
@@ -716,6 +798,8 @@ impl<A: App> Worker<A> {
                                 &mut self.st,
                                 &self.shared,
                                 &mut self.inflight,
+                                &mut self.z,
+                                k,
                                 self.now,
                                 new,
                                 self.mask,
@@ -890,24 +974,34 @@ fn decode_all<A: App>(
                     m @ (Message::Text(_) | Message::Binary(_) | Message::Pong(_)) => {
                         app.on_message(ctx, &mut c.app, m);
                     }
-                    // wsload never negotiates permessage-deflate, so its decoder never
-                    // produces compressed messages.
-                    Message::Compressed { .. } => unreachable!("deflate not negotiated"),
+                    Message::Compressed { text, data } => {
+                        // Inflated into a buffer taken from the thread's state for the
+                        // call, so the app gets `ctx` and the message at once.
+                        let mut inflated = std::mem::take(&mut ctx.z.inflated);
+                        let r = match ctx
+                            .z
+                            .inflate(ctx.key, text, data, MAX_MESSAGE, &mut inflated)
+                        {
+                            Ok(Inflated::Text(t)) => {
+                                app.on_message(ctx, &mut c.app, Message::Text(t));
+                                Ok(())
+                            }
+                            Ok(Inflated::Binary(b)) => {
+                                app.on_message(ctx, &mut c.app, Message::Binary(b));
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        };
+                        ctx.z.inflated = inflated;
+                        if let Err(e) = r {
+                            protocol_error(c, ctx, out, e);
+                            return buf.len();
+                        }
+                    }
                 }
             }
             Err(e) => {
-                let id = c.id;
-                ctx.st
-                    .error(ErrorKind::Protocol, || format!("connection {id}: {e}"));
-                if !c.sent_close {
-                    let mut p = [0u8; 125];
-                    let n =
-                        wsloop::protocol::close::encode_payload(e.close_code(), e.reason(), &mut p);
-                    write_client_frame(out, true, OpCode::Close, &p[..n], ctx.mask);
-                    c.sent_close = true;
-                }
-                // The caller writes `out` and then drops the connection.
-                c.broken = true;
+                protocol_error(c, ctx, out, e);
                 return buf.len();
             }
         }
@@ -917,6 +1011,21 @@ fn decode_all<A: App>(
         return buf.len();
     }
     off
+}
+
+/// The server broke the protocol: count it, send our close frame with the error's code;
+/// the caller writes `out` and then drops the connection.
+fn protocol_error<S>(c: &mut Conn<S>, ctx: &mut Ctx, out: &mut Vec<u8>, e: ProtocolError) {
+    let id = c.id;
+    ctx.st
+        .error(ErrorKind::Protocol, || format!("connection {id}: {e}"));
+    if !c.sent_close {
+        let mut p = [0u8; 125];
+        let n = wsloop::protocol::close::encode_payload(e.close_code(), e.reason(), &mut p);
+        write_client_frame(out, true, OpCode::Close, &p[..n], ctx.mask);
+        c.sent_close = true;
+    }
+    c.broken = true;
 }
 
 /// The main thread's handle on the workers: phases, waiting with progress lines, results.
@@ -972,6 +1081,7 @@ pub fn spawn<A: App>(
             rbuf: vec![0; READ_BUF],
             wbuf: Vec::with_capacity(64 * 1024),
             app: make_app(t),
+            z: crate::deflate::Thread::new(),
             st: ThreadStats {
                 measuring: initial == Phase::Measure,
                 ..ThreadStats::default()

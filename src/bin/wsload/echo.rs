@@ -6,7 +6,7 @@
 //! in order on a connection, so the send time of message `seq` sits in a ring of K slots.
 
 use crate::driver::{App, Ctx, Phase};
-use crate::payload::{fill_byte, get6, put6};
+use crate::payload::{fill_byte, get6, json_like, put6};
 use crate::stats::ErrorKind;
 use wsloop::protocol::decoder::Message;
 use wsloop::protocol::frame::{encode_header, OpCode, MAX_HEADER_LEN};
@@ -14,6 +14,16 @@ use wsloop::protocol::mask::apply_mask;
 
 /// Bytes of sequence number + connection id at the start of each payload.
 pub const STAMP: usize = 12;
+
+/// --json: how far message bodies are spread over the corpus (64 KiB, twice the largest
+/// deflate window).
+const CORPUS_SPAN: usize = 64 * 1024;
+
+/// --json: where message `seq`'s payload starts in the corpus.
+#[inline]
+fn corpus_offset(seq: u64) -> usize {
+    (seq.wrapping_mul(7919) % CORPUS_SPAN as u64) as usize
+}
 
 pub struct Echo {
     k: u64,
@@ -27,6 +37,12 @@ pub struct Echo {
     mask: [u8; 4],
     /// The unmasked payload, for comparing echoes past the stamp.
     reference: Vec<u8>,
+    /// --json: JSON-like text `size` + [`CORPUS_SPAN`] bytes long; message `seq` carries
+    /// the `size` bytes at [`corpus_offset`]`(seq)`, so consecutive messages differ (a
+    /// compressor keeping its context across messages gets no free matches).
+    corpus: Option<Vec<u8>>,
+    /// --json or --deflate: the payload of the message being built.
+    plain: Vec<u8>,
     sending: bool,
     /// --messages: this thread's share, what is left to send and what was counted.
     quota: Option<u64>,
@@ -48,8 +64,20 @@ pub struct EchoConn {
 }
 
 impl Echo {
-    pub fn new(k: u32, size: usize, binary: bool, mask: [u8; 4], quota: Option<u64>) -> Self {
-        let reference: Vec<u8> = (0..size).map(|i| fill_byte(i, binary)).collect();
+    /// `json`: JSON-like payloads ([`json_like`]) instead of [`fill_byte`]'s.
+    pub fn new(
+        k: u32,
+        size: usize,
+        binary: bool,
+        json: bool,
+        mask: [u8; 4],
+        quota: Option<u64>,
+    ) -> Self {
+        let corpus = json.then(|| json_like(size + CORPUS_SPAN));
+        let reference: Vec<u8> = match &corpus {
+            Some(c) => c[..size].to_vec(),
+            None => (0..size).map(|i| fill_byte(i, binary)).collect(),
+        };
         let mut h = [0u8; MAX_HEADER_LEN];
         let op = if binary { OpCode::Binary } else { OpCode::Text };
         let header_len = encode_header(&mut h, true, op, size as u64, Some(mask));
@@ -64,12 +92,26 @@ impl Echo {
             frame,
             header_len,
             mask,
+            plain: reference.clone(),
+            corpus,
             reference,
             sending: false,
             quota,
             budget: 0,
             counted: 0,
             done: false,
+        }
+    }
+
+    /// The payload of message `seq` past the stamp.
+    #[inline]
+    fn body(&self, seq: u64) -> &[u8] {
+        match &self.corpus {
+            Some(c) => {
+                let at = corpus_offset(seq);
+                &c[at + STAMP..at + self.size]
+            }
+            None => &self.reference[STAMP..],
         }
     }
 
@@ -88,7 +130,7 @@ impl Echo {
         if self.stamp == STAMP {
             // Fixed-size compare: no memcmp call for the stamp.
             let got: &[u8; STAMP] = payload[..STAMP].try_into().expect("checked length");
-            got == &expected && payload[STAMP..] == self.reference[STAMP..]
+            got == &expected && payload[STAMP..] == *self.body(seq)
         } else {
             payload == &expected[..self.stamp]
         }
@@ -166,7 +208,15 @@ impl App for Echo {
         if n == 0 {
             return;
         }
-        out.reserve(n as usize * self.frame.len());
+        let deflate = ctx.z.on(ctx.key);
+        if !deflate {
+            out.reserve(n as usize * self.frame.len());
+        }
+        let op = if self.binary {
+            OpCode::Binary
+        } else {
+            OpCode::Text
+        };
         for _ in 0..n {
             let seq = c.sent;
             c.sent_at[c.head as usize] = ctx.now;
@@ -174,11 +224,22 @@ impl App for Echo {
             if c.head as u64 == self.k {
                 c.head = 0;
             }
-            let start = out.len() + self.header_len;
-            out.extend_from_slice(&self.frame);
             let stamp = Self::stamp_for(seq, c.id);
-            for (j, b) in out[start..start + self.stamp].iter_mut().enumerate() {
-                *b = stamp[j] ^ self.mask[j & 3];
+            if deflate || self.corpus.is_some() {
+                // Built per message: the stamp and (--json) the body differ.
+                self.plain[..self.stamp].copy_from_slice(&stamp[..self.stamp]);
+                if self.size > STAMP && self.corpus.is_some() {
+                    let at = corpus_offset(seq);
+                    let corpus = self.corpus.as_deref().unwrap_or_default();
+                    self.plain[STAMP..].copy_from_slice(&corpus[at + STAMP..at + self.size]);
+                }
+                ctx.z.write(ctx.key, out, op, &self.plain, ctx.mask);
+            } else {
+                let start = out.len() + self.header_len;
+                out.extend_from_slice(&self.frame);
+                for (j, b) in out[start..start + self.stamp].iter_mut().enumerate() {
+                    *b = stamp[j] ^ self.mask[j & 3];
+                }
             }
             c.sent += 1;
         }
@@ -262,7 +323,7 @@ mod tests {
 
     #[test]
     fn frames_decode_to_stamped_payload() {
-        let e = Echo::new(1, 30, false, [1, 2, 3, 4], None);
+        let e = Echo::new(1, 30, false, false, [1, 2, 3, 4], None);
         let mut out = e.frame.clone();
         let stamp = Echo::stamp_for(77, 5);
         for j in 0..STAMP {
@@ -279,5 +340,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn json_bodies_differ_per_message_and_are_checked() {
+        let e = Echo::new(1, 1024, false, true, [1, 2, 3, 4], None);
+        let payload = |seq: u64| {
+            let mut p = Echo::stamp_for(seq, 3).to_vec();
+            p.extend_from_slice(e.body(seq));
+            p
+        };
+        assert_eq!(payload(0).len(), 1024);
+        assert_ne!(e.body(1), e.body(2));
+        assert!(e.matches(7, 3, &payload(7)));
+        // The right stamp with another message's body is a corrupt echo.
+        let mut wrong = payload(7);
+        wrong[STAMP..].copy_from_slice(e.body(8));
+        assert!(!e.matches(7, 3, &wrong));
     }
 }

@@ -12,10 +12,12 @@ mod churn;
 mod cli;
 mod conn;
 mod connect;
+mod deflate;
 mod driver;
 #[cfg(test)]
 mod e2e;
 mod echo;
+mod link;
 mod payload;
 mod report;
 mod stats;
@@ -45,7 +47,15 @@ struct Env {
 
 impl Env {
     fn new(c: &Common) -> Result<Env, String> {
-        let target = cli::parse_url(&c.url)?;
+        let mut target = cli::parse_url(&c.url)?;
+        match (&c.tls_ca, target.secure) {
+            (Some(ca), true) => {
+                target.tls = Some(link::TlsTarget::new(ca, &target.hostname)?);
+            }
+            (None, true) => return Err("wss:// needs --tls-ca FILE (the CA to trust)".into()),
+            (Some(_), false) => return Err("--tls-ca is for wss:// URLs".into()),
+            (None, false) => {}
+        }
         let sources = match &c.source_ips {
             Some(s) => cli::parse_source_ips(s, &target.addr)?,
             None => Vec::new(),
@@ -89,6 +99,7 @@ impl Env {
         let threads = c.threads.min(total.max(1));
         let net = NetCfg {
             target: self.target.clone(),
+            alt_target: None,
             sources: self.sources.clone(),
             threads,
             total,
@@ -97,9 +108,38 @@ impl Env {
             rate,
             seed: self.seed,
             busy_poll: c.busy_poll,
+            deflate: c.deflate.then_some(if c.deflate_context_takeover {
+                deflate::Offer::ContextTakeover
+            } else {
+                deflate::Offer::NoContextTakeover
+            }),
         };
         (net, capped)
     }
+}
+
+/// What `--deflate` offered, and the bytes on the wire while measuring (frames both ways,
+/// as read from and handed to the sockets), in and out, and per measured message.
+fn wire_extra(c: &Common, stats: &stats::ThreadStats) -> Vec<(&'static str, J)> {
+    let offer = match (c.deflate, c.deflate_context_takeover) {
+        (false, _) => "off",
+        (true, false) => "no context takeover",
+        (true, true) => "context takeover",
+    };
+    let per = |b: u64| {
+        if stats.msgs > 0 {
+            J::F(b as f64 / stats.msgs as f64, 1)
+        } else {
+            J::Null
+        }
+    };
+    vec![
+        ("deflate", J::S(offer.into())),
+        ("wire_in_bytes", J::U(stats.wire_in)),
+        ("wire_out_bytes", J::U(stats.wire_out)),
+        ("wire_in_per_msg", per(stats.wire_in)),
+        ("wire_out_per_msg", per(stats.wire_out)),
+    ]
 }
 
 fn secs(s: f64) -> Duration {
@@ -204,7 +244,8 @@ fn run_echo(a: &EchoArgs) -> Result<Report, String> {
         .deadline
         .unwrap_or(c.connect_timeout + a.warmup + run_time + 30.0);
     let rss_before = c.server_pid.and_then(rss_kb);
-    let (k, size, binary, seed, messages) = (a.inflight, a.size, a.binary, env.seed, a.messages);
+    let (k, size, binary, json, seed, messages) =
+        (a.inflight, a.size, a.binary, a.json, env.seed, a.messages);
     let mut ctl = driver::spawn(
         "echo",
         net,
@@ -216,6 +257,7 @@ fn run_echo(a: &EchoArgs) -> Result<Report, String> {
                 k,
                 size,
                 binary,
+                json,
                 driver::thread_mask(seed, t),
                 messages.map(|m| thread_share(m, total, threads, t)),
             )
@@ -253,7 +295,7 @@ fn run_echo(a: &EchoArgs) -> Result<Report, String> {
         msgs: stats.msgs,
         bytes: stats.bytes,
         handshake_latency: false,
-        extra: vec![("sent", J::U(stats.sent))],
+        extra: [vec![("sent", J::U(stats.sent))], wire_extra(c, &stats)].concat(),
         stats,
         cpu0,
         cpu1,
@@ -282,7 +324,11 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
     check_secs("--warmup", a.warmup)?;
     check_secs("--duration", a.duration.unwrap_or(0.0))?;
     let want = a.subscribers.saturating_add(a.publishers);
-    let (net, capped) = env.net(c, want, true, None);
+    let (mut net, capped) = env.net(c, want, true, None);
+    if let Some(u) = &a.subscriber_url {
+        net.alt_target = Some((a.publishers, cli::parse_url(u)?));
+    }
+    let count_publishers = a.subscriber_url.is_none();
     if capped && net.total <= a.publishers {
         return Err("the open-file limit leaves no room for subscribers".into());
     }
@@ -296,14 +342,17 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
     let rss_before = c.server_pid.and_then(rss_kb);
     let m = a.publishers;
     let per_pub = a.messages.map(|n| n.div_ceil(m as u64));
-    let (window, size, binary, rate) = (a.window, a.size, a.binary, a.rate);
+    let (window, size, binary, json, rate) = (a.window, a.size, a.binary, a.json, a.rate);
     let mut ctl = driver::spawn(
         "broadcast",
         net,
         Phase::Connecting,
         secs(deadline),
         c.quiet,
-        |_| broadcast::Broadcast::new(m, window, size, binary, rate, per_pub),
+        |_| {
+            broadcast::Broadcast::new(m, window, size, binary, json, rate, per_pub)
+                .count_publishers(count_publishers)
+        },
     )?;
     let mut notes = Vec::new();
     connect_all(&mut ctl, total, secs(c.connect_timeout), &mut notes);
@@ -350,7 +399,7 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
             J::Null
         }
     };
-    let extra = vec![
+    let mut extra = vec![
         ("subscribers", J::U(a.subscribers as u64)),
         ("publishers", J::U(a.publishers as u64)),
         ("window", J::U(a.window as u64)),
@@ -361,6 +410,7 @@ fn run_broadcast(a: &BroadcastArgs) -> Result<Report, String> {
         ("missing", J::U(missing)),
         ("rate_skipped", J::U(stats.rate_skipped)),
     ];
+    extra.extend(wire_extra(c, &stats));
     Ok(Report {
         scenario: "broadcast",
         label: c.label.clone(),

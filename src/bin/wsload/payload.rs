@@ -35,9 +35,42 @@ pub fn fill_byte(i: usize, binary: bool) -> u8 {
     }
 }
 
+/// `len` bytes of JSON-like records (repeated keys, varying values, as chat or telemetry
+/// traffic looks), deterministic; the same generator as `benches/deflate.rs`. ASCII.
+pub fn json_like(len: usize) -> Vec<u8> {
+    let names = ["alice", "bob", "carol", "dave", "eve"];
+    let mut s = String::from("[");
+    let mut i = 0u32;
+    while s.len() < len {
+        i = i.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        s.push_str(&format!(
+            "{{\"id\":{},\"user\":\"{}\",\"ts\":{},\"text\":\"message number {} from the room\",\"score\":{}.{}}},",
+            i % 100_000,
+            names[(i >> 8) as usize % 5],
+            1_700_000_000 + (i % 1_000_000),
+            i % 977,
+            i % 100,
+            i % 10
+        ));
+    }
+    let mut v = s.into_bytes();
+    v.truncate(len);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_like_is_ascii_of_the_length_asked() {
+        for n in [0, 1, 18, 1024, 16 * 1024] {
+            let j = json_like(n);
+            assert_eq!(j.len(), n);
+            assert!(j.is_ascii());
+        }
+        assert!(json_like(200).starts_with(b"[{\"id\":"));
+    }
 
     #[test]
     fn roundtrip() {

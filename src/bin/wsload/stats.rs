@@ -211,6 +211,10 @@ pub struct ThreadStats {
     pub rate_skipped: u64,
     /// Connect --hold: connections that answered the final ping.
     pub answered: u64,
+    /// Bytes read from the sockets while measuring (frames as on the wire).
+    pub wire_in: u64,
+    /// Bytes handed to the sockets while measuring.
+    pub wire_out: u64,
 }
 
 impl ThreadStats {
@@ -256,6 +260,8 @@ impl ThreadStats {
         self.live_at_end += o.live_at_end;
         self.rate_skipped += o.rate_skipped;
         self.answered += o.answered;
+        self.wire_in += o.wire_in;
+        self.wire_out += o.wire_out;
     }
 }
 

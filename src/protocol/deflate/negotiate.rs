@@ -18,7 +18,8 @@ pub struct Agreed {
     pub client_no_context_takeover: bool,
     /// `server_max_window_bits=N` as answered (9..=15); `None`: not answered, window 15.
     pub server_max_window_bits: Option<u8>,
-    /// `client_max_window_bits=N` as answered (9..=15); `None`: not answered (the client
+    /// `client_max_window_bits=N` as answered (8..=15: 8 only when the client offered 8);
+    /// `None`: not answered (the client
     /// did not offer the parameter, or may use 15), window 15.
     pub client_max_window_bits: Option<u8>,
 }
@@ -193,13 +194,12 @@ fn accept(offer: &Offer, cfg: &DeflateConfig) -> Option<Agreed> {
         None => None,
     };
     // client_max_window_bits may only be answered if offered (§7.1.2.2); an offered value
-    // is the client's own limit, which we may lower further.
+    // is the client's own limit, which we may lower further but never raise: an offered 8
+    // is answered 8 (our inflater, at least 9 bits, reads what an 8-bit window produces).
     let client_max_window_bits = match offer.client_max_window_bits {
         None => None,
-        Some(offered) => {
-            let bits = usable_window_bits(offered.unwrap_or(15).min(cfg_client));
-            (offered.is_some() || bits < 15).then_some(bits)
-        }
+        Some(Some(offered)) => Some(offered.min(cfg_client)),
+        Some(None) => (cfg_client < 15).then_some(cfg_client),
     };
     Some(Agreed {
         server_no_context_takeover: offer.server_no_context_takeover
@@ -461,13 +461,28 @@ mod tests {
             neg(&["permessage-deflate; client_max_window_bits"], &c).as_deref(),
             Some("permessage-deflate; server_max_window_bits=9; client_max_window_bits=9")
         );
-        // A client offering an 8-bit window of its own is fine: we inflate with 9.
+        // A client offering an 8-bit window of its own is fine: the answer never exceeds
+        // the offered value (§7.1.2.2), and we inflate with 9.
         let a = negotiate(
             [&b"permessage-deflate; client_max_window_bits=8"[..]],
             &cfg(),
         )
         .unwrap();
-        assert_eq!(a.client_window_bits(), 9);
+        assert_eq!(a.client_max_window_bits, Some(8));
+        let mut line = Vec::new();
+        a.write_response_header(&mut line);
+        assert!(line.ends_with(b"; client_max_window_bits=8\r\n"));
+        let mut inf = crate::protocol::deflate::Inflater::dedicated(a.client_window_bits());
+        let mut out = Vec::new();
+        // "Hello" (RFC 7692 §7.2.3.1) inflates with the dedicated inflater.
+        assert!(inf
+            .inflate(
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+                true,
+                100,
+                &mut out
+            )
+            .is_ok());
     }
 
     #[test]

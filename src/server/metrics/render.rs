@@ -8,7 +8,7 @@ use super::{
     LoopMetrics, LoopShared, CLOSE_CODES, ITERATION_BUCKETS_NS, REFUSAL_STATUSES, SCALARS,
 };
 
-const PREFIX: &str = "wsloop_";
+pub(super) const PREFIX: &str = "wsloop_";
 /// Per-loop families: `wsloop_loop_<what>{loop="N"}`.
 const LOOP_PREFIX: &str = "wsloop_loop_";
 
@@ -102,12 +102,18 @@ fn per_loop(help: &str) -> String {
     format!("{help} Per event loop.")
 }
 
-fn header(out: &mut String, prefix: &str, name: &str, kind: &str, help: &str) {
+pub(super) fn header(out: &mut String, prefix: &str, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {prefix}{name} {}", escape_help(help));
     let _ = writeln!(out, "# TYPE {prefix}{name} {kind}");
 }
 
-fn sample(out: &mut String, prefix: &str, name: &str, labels: &[(&str, &str)], v: impl Display) {
+pub(super) fn sample(
+    out: &mut String,
+    prefix: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    v: impl Display,
+) {
     out.push_str(prefix);
     out.push_str(name);
     if !labels.is_empty() {
