@@ -151,6 +151,12 @@ done
 [ -n "$addr" ] || { echo "soak: server did not start" >&2; exit 1; }
 echo "soak: wsloop pid $spid on $addr (open-file limit $(prlimit --nofile --noheadings --output SOFT -p "$spid"))"
 metrics="http://$addr/metrics"
+curl_tls=()
+if [ "$scheme" = wss ]; then
+    metrics="https://$addr/metrics"
+    export SOAK_CA="$out/tls/ca.pem" # for scripts/soak_sample.py
+    curl_tls=(--cacert "$SOAK_CA")
+fi
 
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
@@ -237,7 +243,7 @@ done
 pids=()
 echo "soak: clients done at $(elapsed)s; waiting for the server to settle"
 for _ in $(seq 60); do
-    c="$(curl -s "$metrics" | awk '$1 == "wsloop_connections_open" {print $2}')"
+    c="$(curl -s "${curl_tls[@]}" "$metrics" | awk '$1 == "wsloop_connections_open" {print $2}')"
     [ "$c" = 1 ] && break # the scrape itself
     sleep 1
 done
