@@ -99,15 +99,23 @@ if [ "${SOAK_TLS:-0}" = 1 ]; then
     elif ! grep -qi 'wss' <<<"$echo_help"; then
         features+=" tls=off(wsload cannot speak wss)"
     else
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-            -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-            -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
-        server_args+=(--tls-cert "$out/cert.pem" --tls-key "$out/key.pem")
+        # A test CA and a leaf for 127.0.0.1 (rustls refuses a self-signed CA as the leaf).
+        if [ -x "$root/scripts/test-cert.sh" ]; then
+            "$root/scripts/test-cert.sh" "$out/tls"
+        else
+            mkdir -p "$out/tls"
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+                -subj /CN=localhost -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+                -addext "basicConstraints=critical,CA:FALSE" \
+                -keyout "$out/tls/key.pem" -out "$out/tls/cert.pem" 2>/dev/null
+            cp "$out/tls/cert.pem" "$out/tls/ca.pem"
+        fi
+        server_args+=(--tls-cert "$out/tls/cert.pem" --tls-key "$out/tls/key.pem")
         scheme=wss
-        for opt in --ca --tls-ca --cafile; do
+        for opt in --tls-ca --ca --cafile; do
             if grep -q -- "$opt" <<<"$echo_help"; then
-                echo_args+=("$opt" "$out/cert.pem")
-                bcast_args+=("$opt" "$out/cert.pem")
+                echo_args+=("$opt" "$out/tls/ca.pem")
+                bcast_args+=("$opt" "$out/tls/ca.pem")
                 break
             fi
         done
@@ -143,6 +151,12 @@ done
 [ -n "$addr" ] || { echo "soak: server did not start" >&2; exit 1; }
 echo "soak: wsloop pid $spid on $addr (open-file limit $(prlimit --nofile --noheadings --output SOFT -p "$spid"))"
 metrics="http://$addr/metrics"
+curl_tls=()
+if [ "$scheme" = wss ]; then
+    metrics="https://$addr/metrics"
+    export SOAK_CA="$out/tls/ca.pem" # for scripts/soak_sample.py
+    curl_tls=(--cacert "$SOAK_CA")
+fi
 
 start=$(date +%s)
 elapsed() { echo $(($(date +%s) - start)); }
@@ -229,7 +243,7 @@ done
 pids=()
 echo "soak: clients done at $(elapsed)s; waiting for the server to settle"
 for _ in $(seq 60); do
-    c="$(curl -s "$metrics" | awk '$1 == "wsloop_connections_open" {print $2}')"
+    c="$(curl -s "${curl_tls[@]}" "$metrics" | awk '$1 == "wsloop_connections_open" {print $2}')"
     [ "$c" = 1 ] && break # the scrape itself
     sleep 1
 done

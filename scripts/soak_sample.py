@@ -10,6 +10,7 @@ sample (whose cumulative histogram is kept in PREV_HIST_JSON, a file this rewrit
 """
 import json
 import os
+import ssl
 import sys
 import urllib.request
 
@@ -34,7 +35,11 @@ def fds(pid):
 def scrape(url):
     """Process-wide samples (no `loop` label) as {name: value} and the iteration histogram
     as [(le_seconds, cumulative)]."""
-    with urllib.request.urlopen(url, timeout=10) as r:
+    ctx = None
+    if url.startswith("https:"):
+        # SOAK_CA: the test CA the server's certificate chains to (soak.sh with SOAK_TLS=1).
+        ctx = ssl.create_default_context(cafile=os.environ.get("SOAK_CA"))
+    with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
         text = r.read().decode()
     values, hist = {}, []
     for line in text.splitlines():
