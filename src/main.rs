@@ -113,6 +113,10 @@ struct Opts {
     /// With --deflate: messages shorter than this are sent uncompressed.
     #[arg(long, global = true, default_value = "128", value_name = "SIZE", value_parser = cli_args::message_size)]
     deflate_min_size: usize,
+    /// With --deflate-context-takeover: at most this many connections keep contexts
+    /// (up to ~430 KiB each); later ones are answered no context takeover.
+    #[arg(long, global = true, default_value_t = 1000, value_name = "N")]
+    deflate_max_contexts: usize,
     /// Speak TLS (wss://, https://) with this PEM certificate chain, leaf first; needs
     /// --tls-key. SIGHUP re-reads both files (open connections keep theirs).
     #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
@@ -238,6 +242,7 @@ fn main() {
             level: o.deflate_level,
             min_compress_size: o.deflate_min_size,
         }),
+        max_deflate_contexts: o.deflate_max_contexts.min(o.max_connections),
         tls: tls_config(o.tls_cert.as_deref(), o.tls_key.as_deref()),
         ..Config::default()
     };

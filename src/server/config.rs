@@ -102,6 +102,13 @@ pub struct Config {
     /// `8..=15`, memory level `1..=9`, level `0..=9`, `min_compress_size` at most
     /// `max_message_size`.
     pub deflate: Option<DeflateConfig>,
+    /// At most this many connections (over all loops, each loop its share) may agree
+    /// permessage-deflate with context takeover, which can cost a dedicated compressor and
+    /// inflater each (about 180–430 KiB by window and memory level); past it the server
+    /// answers `server_no_context_takeover; client_no_context_takeover` (shared contexts,
+    /// nothing per connection). Only matters when `deflate` allows context takeover.
+    /// At most `max_connections`. Default 1 000.
+    pub max_deflate_contexts: usize,
     /// Speak TLS on the listener (`wss://`, `https://`): every accepted connection starts
     /// with a TLS handshake (within `handshake_timeout`), then the same HTTP and WebSocket
     /// path. Its ALPN list must be empty or exactly `http/1.1` (RFC 6455 runs over
@@ -131,6 +138,7 @@ impl Default for Config {
             metrics: false,
             recv_buffer_size: 512 << 10,
             deflate: None,
+            max_deflate_contexts: 1000,
             tls: None,
         }
     }
@@ -308,6 +316,13 @@ impl Config {
         if let Some(d) = &self.deflate {
             check_deflate(d, self.max_message_size)?;
         }
+        in_range(
+            "max_deflate_contexts",
+            self.max_deflate_contexts,
+            0,
+            self.max_connections,
+            |n| n.to_string(),
+        )?;
         if let Some(dir) = &self.www {
             if !dir.is_dir() {
                 return Err(ConfigError::new(

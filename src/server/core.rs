@@ -130,7 +130,10 @@ impl Core {
         // spread is uneven.
         let capacity = (max_connections / handle.loops().max(1)).min(1 << 20);
         let loops = handle.loops();
-        let deflate = config.deflate.map(|cfg| Box::new(LoopDeflate::new(cfg)));
+        let deflate = config.deflate.map(|cfg| {
+            let share = config.max_deflate_contexts.div_ceil(loops.max(1));
+            Box::new(LoopDeflate::new(cfg, share))
+        });
         Core {
             loop_id,
             handle,

@@ -50,6 +50,10 @@ pub(crate) struct LoopDeflate {
     conns: Vec<Option<ConnDeflate>>,
     /// How many entries of `conns` are `Some`: publishes skip all of this while it is 0.
     pub active: usize,
+    /// How many of them agreed context takeover in either direction (may hold contexts).
+    takeover: usize,
+    /// Past this many, new connections are answered no context takeover both ways.
+    max_takeover: usize,
     /// The publish being delivered, compressed by each shared window size (bit `b - 9` of
     /// `cached` set once `cache[b - 9]` holds it).
     cache: [Vec<u8>; 7],
@@ -57,9 +61,12 @@ pub(crate) struct LoopDeflate {
 }
 
 impl LoopDeflate {
-    pub fn new(cfg: DeflateConfig) -> Self {
+    /// `max_takeover`: this loop's share of `Config::max_deflate_contexts`.
+    pub fn new(cfg: DeflateConfig, max_takeover: usize) -> Self {
         LoopDeflate {
             cfg,
+            takeover: 0,
+            max_takeover,
             compressors: SharedCompressors::new(cfg),
             inflater: None,
             inflated: Vec::new(),
@@ -71,9 +78,21 @@ impl LoopDeflate {
     }
 
     /// The parameters to answer an upgrade request with, if it offers an acceptable
-    /// permessage-deflate (RFC 7692 §5).
+    /// permessage-deflate (RFC 7692 §5). Once the loop has `max_takeover` connections with
+    /// context takeover, the answer adds `server_no_context_takeover` and
+    /// `client_no_context_takeover` (a server may add both to any accepted offer, §7.1.1),
+    /// so the memory contexts cost stays bounded whatever clients offer.
     pub fn negotiate(&self, req: &Request<'_>) -> Option<Agreed> {
-        negotiate_request(req, &self.cfg)
+        let agreed = negotiate_request(req, &self.cfg)?;
+        if !takes_over(&agreed) || self.takeover < self.max_takeover {
+            return Some(agreed);
+        }
+        let shared = DeflateConfig {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..self.cfg
+        };
+        negotiate_request(req, &shared)
     }
 
     /// Records that connection `idx` upgraded with `agreed` in force.
@@ -82,9 +101,13 @@ impl LoopDeflate {
         if self.conns.len() <= i {
             self.conns.resize_with(i + 1, || None);
         }
-        if self.conns[i].is_none() {
+        if let Some(old) = &self.conns[i] {
+            // A slot is released before it is reused; keep the counts right regardless.
+            self.takeover -= usize::from(takes_over(&old.agreed));
+        } else {
             self.active += 1;
         }
+        self.takeover += usize::from(takes_over(&agreed));
         self.conns[i] = Some(ConnDeflate {
             agreed,
             compressor: None,
@@ -95,8 +118,9 @@ impl LoopDeflate {
     /// Forgets connection `idx` (released), freeing its contexts.
     pub fn close(&mut self, idx: u32) {
         if let Some(slot) = self.conns.get_mut(idx as usize) {
-            if slot.take().is_some() {
+            if let Some(old) = slot.take() {
                 self.active -= 1;
+                self.takeover -= usize::from(takes_over(&old.agreed));
             }
         }
     }
@@ -207,6 +231,12 @@ impl LoopDeflate {
     }
 }
 
+/// Whether `agreed` lets either side keep its context between messages (so the
+/// connection may come to hold a dedicated compressor or inflater).
+fn takes_over(agreed: &Agreed) -> bool {
+    !(agreed.server_no_context_takeover && agreed.client_no_context_takeover)
+}
+
 /// The opcode and payload of an unmasked server frame with FIN set, as
 /// [`crate::protocol::frame::write_server_frame`] writes it; `None` for anything else.
 pub(crate) fn split_server_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
@@ -270,7 +300,7 @@ mod tests {
 
     #[test]
     fn publish_compresses_once_per_window_and_context_takeover_per_connection() {
-        let mut z = LoopDeflate::new(DeflateConfig::default());
+        let mut z = LoopDeflate::new(DeflateConfig::default(), usize::MAX);
         z.open(0, agreed(true, true, None));
         z.open(1, agreed(true, true, None));
         z.open(2, agreed(true, true, Some(10)));
@@ -301,8 +331,33 @@ mod tests {
     }
 
     #[test]
+    fn context_takeover_is_refused_past_the_limit_and_counted_back_on_close() {
+        use crate::protocol::http1::parse_request;
+        let cfg = DeflateConfig {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            ..DeflateConfig::default()
+        };
+        let mut z = LoopDeflate::new(cfg, 2);
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+        let req = parse_request(head).unwrap();
+        for idx in 0..2 {
+            let a = z.negotiate(&req).unwrap();
+            assert!(takes_over(&a), "within the limit: {a:?}");
+            z.open(idx, a);
+        }
+        let a = z.negotiate(&req).unwrap();
+        assert!(a.server_no_context_takeover && a.client_no_context_takeover);
+        z.open(2, a);
+        assert_eq!((z.active, z.takeover), (3, 2));
+        z.close(0);
+        assert_eq!((z.active, z.takeover), (2, 1));
+        assert!(takes_over(&z.negotiate(&req).unwrap()));
+    }
+
+    #[test]
     fn inflate_errors_drop_a_dedicated_context_and_keep_the_shared_one_usable() {
-        let mut z = LoopDeflate::new(DeflateConfig::default());
+        let mut z = LoopDeflate::new(DeflateConfig::default(), usize::MAX);
         z.open(0, agreed(true, false, None));
         z.open(1, agreed(true, true, None));
         let mut out = Vec::new();
