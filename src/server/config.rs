@@ -107,7 +107,7 @@ pub struct Config {
     /// inflater each (about 180–430 KiB by window and memory level); past it the server
     /// answers `server_no_context_takeover; client_no_context_takeover` (shared contexts,
     /// nothing per connection). Only matters when `deflate` allows context takeover.
-    /// At most `max_connections`. Default 1 000.
+    /// At most [`MAX_CONNECTIONS`]. Default 1 000.
     pub max_deflate_contexts: usize,
     /// Speak TLS on the listener (`wss://`, `https://`): every accepted connection starts
     /// with a TLS handshake (within `handshake_timeout`), then the same HTTP and WebSocket
@@ -320,7 +320,7 @@ impl Config {
             "max_deflate_contexts",
             self.max_deflate_contexts,
             0,
-            self.max_connections,
+            MAX_CONNECTIONS,
             |n| n.to_string(),
         )?;
         if let Some(dir) = &self.www {
