@@ -16,9 +16,12 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::protocol::close;
 use crate::server::{ConnId, Ctx, Handler, Payload, Upgrade, UpgradeRequest};
 
 const TOPIC: &str = "chat";
+/// Room for `user<N>-<tag>: ` in front of a text message.
+const MAX_NAME_LEN: usize = 64;
 
 /// The chat handler. Clones (one per loop) share the user counter.
 #[derive(Clone, Default)]
@@ -67,7 +70,22 @@ impl Handler for Chat {
         ctx.publish(TOPIC, Payload::Text(&self.line));
     }
 
-    fn message(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, user: &mut u64, msg: Payload<'_>) {
+    fn message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, user: &mut u64, msg: Payload<'_>) {
+        // Every subscriber gets a copy; one bigger than the per-connection buffer limit
+        // would leave every reader "slow" (over max_backpressure, closed with 1008) at the
+        // next publish, so one sender could empty the room. The sender gets 1009 instead.
+        let len = match msg {
+            Payload::Text(t) => t.len() + MAX_NAME_LEN,
+            Payload::Binary(b) => b.len(),
+        };
+        if len > ctx.max_backpressure() {
+            ctx.close(
+                conn,
+                close::TOO_BIG,
+                "larger than the room's buffer per reader",
+            );
+            return;
+        }
         match msg {
             Payload::Text(t) => {
                 self.name(*user);

@@ -132,6 +132,13 @@ impl<H: Handler> Server<H> {
         config.validate()?;
         let threads = config.threads.max(1);
         let reuse_port = config.reuse_port || threads > 1;
+        if reuse_port && !config.reuse_port && config.listen.port() != 0 {
+            // Our loops share the port through SO_REUSEPORT, which would also let us join
+            // a group another process (same user) already listens with, silently
+            // splitting its connections with it. A plain bind first refuses a busy port as
+            // with one loop (AddrInUse); it is closed before the loops bind.
+            drop(listen(config.listen, &config, false)?);
+        }
         let mut listeners = vec![listen(config.listen, &config, reuse_port)?];
         // Port 0 picks a port once; the other loops join that one.
         let local_addr = listeners[0].local_addr()?;
