@@ -20,8 +20,6 @@ use crate::protocol::close;
 use crate::server::{ConnId, Ctx, Handler, Payload, Upgrade, UpgradeRequest};
 
 const TOPIC: &str = "chat";
-/// Room for `user<N>-<tag>: ` in front of a text message.
-const MAX_NAME_LEN: usize = 64;
 
 /// The chat handler. Clones (one per loop) share the user counter.
 #[derive(Clone, Default)]
@@ -75,7 +73,7 @@ impl Handler for Chat {
         // would leave every reader "slow" (over max_backpressure, closed with 1008) at the
         // next publish, so one sender could empty the room. The sender gets 1009 instead.
         let len = match msg {
-            Payload::Text(t) => t.len() + MAX_NAME_LEN,
+            Payload::Text(t) => t.len(),
             Payload::Binary(b) => b.len(),
         };
         if len > ctx.max_backpressure() {

@@ -259,7 +259,9 @@ describe('echo', () => {
 describe('chat', () => {
   let url;
   before(async () => {
-    ({ url } = await startServer('chat', '--threads', '1')); // one global order across clients
+    // One global order across clients; a per-reader buffer that holds BIG (the chat
+    // refuses messages bigger than --max-backpressure with 1009).
+    ({ url } = await startServer('chat', '--threads', '1', '--max-backpressure', '32MiB'));
   });
   after(killServers);
 

@@ -309,7 +309,9 @@ async def join(url):
 
 
 def test_chat_sizes_and_binary_relay():
-    url = server("chat", "--threads", "1").url  # one global order across clients
+    # One global order across clients; a per-reader buffer that holds the 16 MiB message
+    # (the chat refuses messages bigger than --max-backpressure with 1009).
+    url = server("chat", "--threads", "1", "--max-backpressure", "32MiB").url
 
     async def go():
         a, na = await join(url)
