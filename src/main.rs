@@ -18,7 +18,7 @@ use wsloop::{Config, Handler, Server};
 #[command(
     name = "wsloop",
     version,
-    about = "A single-threaded RFC 6455 WebSocket server on mio",
+    about = "An RFC 6455 WebSocket server: one mio event loop per thread",
     after_help = "Logging: set RUST_LOG (error, warn, info, debug). Default: info."
 )]
 struct Cli {
@@ -99,23 +99,29 @@ struct Opts {
     /// With --deflate: keep compression contexts between messages when the client allows
     /// it (better ratios on small similar messages; a compressor and an inflater per
     /// connection, sized by --deflate-window-bits and --deflate-mem-level).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, requires = "deflate")]
     deflate_context_takeover: bool,
     /// With --deflate: the largest LZ77 window, log2 bytes, both directions (8 acts as 9).
-    #[arg(long, global = true, default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
+    #[arg(long, global = true, requires = "deflate", default_value_t = 15, value_name = "BITS", value_parser = clap::value_parser!(u8).range(8..=15))]
     deflate_window_bits: u8,
     /// With --deflate: zlib memory level of a compressor (1 smallest .. 9).
-    #[arg(long, global = true, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
+    #[arg(long, global = true, requires = "deflate", default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
     deflate_mem_level: u8,
     /// With --deflate: compression level (0 none, 1 fastest .. 9 best).
-    #[arg(long, global = true, default_value_t = 6, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
+    #[arg(long, global = true, requires = "deflate", default_value_t = 6, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
     deflate_level: u8,
     /// With --deflate: messages shorter than this are sent uncompressed.
-    #[arg(long, global = true, default_value = "128", value_name = "SIZE", value_parser = cli_args::message_size)]
+    #[arg(long, global = true, requires = "deflate", default_value = "128", value_name = "SIZE", value_parser = cli_args::message_size)]
     deflate_min_size: usize,
     /// With --deflate-context-takeover: at most this many connections keep contexts
     /// (up to ~430 KiB each); later ones are answered no context takeover.
-    #[arg(long, global = true, default_value_t = 1000, value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        requires = "deflate",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
     deflate_max_contexts: usize,
     /// Speak TLS (wss://, https://) with this PEM certificate chain, leaf first; needs
     /// --tls-key. SIGHUP re-reads both files (open connections keep theirs).
@@ -143,6 +149,7 @@ fn default_www() -> Option<PathBuf> {
 /// a message saying how to choose another.
 fn serve<H: Handler + Send>(
     listen: SocketAddr,
+    secure: bool,
     bound: std::io::Result<Server<H>>,
     backplane: Option<BackplaneConfig>,
     mode: &str,
@@ -162,8 +169,13 @@ fn serve<H: Handler + Send>(
     // The one start-up line on stdout (scripts and tests read the port from it).
     println!("wsloop {mode} listening on {addr}");
     let _ = std::io::stdout().flush();
+    let (ws, http) = if secure {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     log::info!(
-        "{mode} server on ws://{addr}/ with {} loop(s) (demo page: http://{addr}{page})",
+        "{mode} server on {ws}://{addr}/ with {} loop(s) (demo page: {http}://{addr}{page})",
         server.loops()
     );
     server.run()
@@ -267,6 +279,7 @@ fn main() {
         None => Chat::default(),
     };
     let listen = config.listen;
+    let secure = config.tls.is_some();
     let result = match cli.mode {
         Mode::Demo => {
             let f = routed(&origins, move || {
@@ -274,23 +287,37 @@ fn main() {
                     .route("/chat", chat.clone())
                     .route("/echo", Echo::default())
             });
-            serve(listen, Server::bind_with(config, f), backplane, "demo", "/")
+            serve(
+                listen,
+                secure,
+                Server::bind_with(config, f),
+                backplane,
+                "demo",
+                "/",
+            )
         }
         // Without an allow-list the plain handlers run, as the benchmarks measure them.
         Mode::Echo if origins.is_empty() => serve(
             listen,
+            secure,
             Server::bind(config, Echo::default()),
             backplane,
             "echo",
             "/echo.html",
         ),
-        Mode::Chat if origins.is_empty() => {
-            serve(listen, Server::bind(config, chat), backplane, "chat", "/")
-        }
+        Mode::Chat if origins.is_empty() => serve(
+            listen,
+            secure,
+            Server::bind(config, chat),
+            backplane,
+            "chat",
+            "/",
+        ),
         Mode::Echo => {
             let f = routed(&origins, || Router::new().fallback(Echo::default()));
             serve(
                 listen,
+                secure,
                 Server::bind_with(config, f),
                 backplane,
                 "echo",
@@ -299,7 +326,14 @@ fn main() {
         }
         Mode::Chat => {
             let f = routed(&origins, move || Router::new().fallback(chat.clone()));
-            serve(listen, Server::bind_with(config, f), backplane, "chat", "/")
+            serve(
+                listen,
+                secure,
+                Server::bind_with(config, f),
+                backplane,
+                "chat",
+                "/",
+            )
         }
     };
     if let Err(e) = result {

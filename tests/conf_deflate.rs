@@ -393,3 +393,26 @@ fn bomb_is_1009_and_corrupt_data_1002_and_bad_text_1007() {
         expect_close(&mut s, Some(1007));
     }
 }
+
+/// Messages that inflate to much more than they cost to read end their connection's turn
+/// (one per loop iteration, the rest of the input held for the next): several of them
+/// written back to back must still all be echoed, whole and in order.
+#[test]
+fn big_inflations_back_to_back_are_all_echoed_in_order() {
+    let mut c = open(
+        shared(),
+        "permessage-deflate; client_no_context_takeover",
+        false,
+    );
+    let msgs: Vec<Vec<u8>> = (0..6).map(|i| json((512 << 10) + i * 1000)).collect();
+    for m in &msgs {
+        c.send(0x1, m);
+    }
+    for (i, m) in msgs.iter().enumerate() {
+        let (opcode, compressed, got) = c.recv();
+        assert_eq!(opcode, 0x1);
+        assert!(compressed, "message {i} echoed compressed");
+        assert_eq!(got.len(), m.len(), "message {i}");
+        assert!(got == *m, "message {i} differs");
+    }
+}

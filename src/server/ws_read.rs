@@ -72,6 +72,10 @@ impl<H: Handler> Inner<H> {
     }
 }
 
+/// A compressed message that inflates to at least this many bytes ends its connection's
+/// turn for the loop iteration (the rest of its input waits for the next one).
+const INFLATE_TURN_BUDGET: usize = 256 << 10;
+
 /// Hands one decoded message to the handler (or answers it, for control frames).
 fn dispatch<H: Handler>(
     core: &mut Core,
@@ -115,6 +119,12 @@ fn dispatch<H: Handler>(
                     debug!("permessage-deflate error (slot {idx}): {e}");
                     core.fail(idx, e.close_code(), e.reason());
                 }
+            }
+            if buf.len() >= INFLATE_TURN_BUDGET && core.conns[idx as usize].is_open() {
+                // Inflating costs CPU out of proportion to the bytes read (a 16 KiB frame
+                // can inflate to the message limit): one big message ends the
+                // connection's turn, so a few such clients cannot stall the loop.
+                core.yield_turn(idx);
             }
             if let Some(z) = core.deflate.as_deref_mut() {
                 z.put_buffer(buf);
