@@ -596,8 +596,19 @@ pub fn check_deflate_negotiate(data: &[u8]) {
     let Some(a) = deflate::negotiate(values.iter().copied(), &cfg) else {
         return;
     };
+    // Parameters may have whitespace around `=` (RFC 6455 §9.1's implied *LWS), so look
+    // for them in the values with spaces and tabs removed.
+    let squeezed: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| {
+            v.iter()
+                .copied()
+                .filter(|b| !matches!(b, b' ' | b'\t'))
+                .collect()
+        })
+        .collect();
     let offered = |name: &str| {
-        values
+        squeezed
             .iter()
             .any(|v| v.windows(name.len()).any(|w| w == name.as_bytes()))
     };
