@@ -162,16 +162,18 @@ impl LoopDeflate {
         let Some(Some(conn)) = self.conns.get(idx as usize) else {
             return false;
         };
-        let Some((opcode, payload)) = split_server_frame(plain) else {
-            return false;
-        };
-        if !conn.agreed.server_no_context_takeover {
-            self.write_frame(idx, out, opcode, payload);
-            return true;
-        }
         let bits = conn.agreed.server_window_bits().clamp(9, 15);
         let slot = usize::from(bits - 9);
-        if self.cached & (1 << slot) == 0 {
+        let shared = conn.agreed.server_no_context_takeover;
+        // Every subscriber after the first of a window size takes the cached frame as is.
+        if !shared || self.cached & (1 << slot) == 0 {
+            let Some((opcode, payload)) = split_server_frame(plain) else {
+                return false;
+            };
+            if !shared {
+                self.write_frame(idx, out, opcode, payload);
+                return true;
+            }
             let frame = &mut self.cache[slot];
             frame.clear();
             self.compressors
