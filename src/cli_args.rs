@@ -93,6 +93,15 @@ pub fn backpressure(s: &str) -> Result<usize, String> {
     size_in(s, 1, MAX_BUFFER_LIMIT)
 }
 
+/// `--max-mailbox-bytes`: 64 KiB ..= 1 GiB.
+pub fn mailbox_size(s: &str) -> Result<usize, String> {
+    size_in(
+        s,
+        wsloop::server::config::MIN_MAILBOX_BYTES,
+        MAX_BUFFER_LIMIT,
+    )
+}
+
 /// `--max-connections`: a plain count, 1 ..= 2^30.
 pub fn connections(s: &str) -> Result<usize, String> {
     let n: usize = s

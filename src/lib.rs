@@ -82,6 +82,6 @@ pub mod server;
 
 pub use protocol::Request;
 pub use server::{
-    Config, ConnId, Ctx, Handler, Payload, SendStatus, Server, ServerHandle, Upgrade,
-    UpgradeRequest,
+    Config, ConnId, Ctx, Handler, Payload, Published, SendStatus, Server, ServerHandle,
+    SlowSubscriber, Upgrade, UpgradeRequest,
 };

@@ -60,9 +60,30 @@ struct Opts {
     /// Open connections beyond this get HTTP 503 (also capped by the open-file limit).
     #[arg(long, global = true, default_value = "100000", value_name = "N", value_parser = cli_args::connections)]
     max_connections: usize,
-    /// Unsent bytes per connection past which sends are refused (e.g. 1MiB).
+    /// Unsent bytes per connection past which sends are refused and a subscriber is
+    /// closed with 1008 (the hard bound per connection, e.g. 1MiB).
     #[arg(long, global = true, default_value = "1MiB", value_name = "SIZE", value_parser = cli_args::backpressure)]
     max_backpressure: usize,
+    /// Unsent bytes above which a connection's input is not read (it cannot cause more
+    /// output than it takes) and, with --slow-subscriber pace, its publishers are held
+    /// (at most --max-backpressure; reading resumes at a quarter of it, at most 64 KiB).
+    #[arg(long, global = true, default_value = "256KiB", value_name = "SIZE", value_parser = cli_args::backpressure)]
+    high_watermark: usize,
+    /// A subscriber slower than its publishers: `pace` holds the publishers (lossless for
+    /// every reader that reads; one that takes nothing for --slow-subscriber-timeout is
+    /// closed 1008), `close` closes it 1008 past --max-backpressure (one reader never
+    /// slows the room).
+    #[arg(long, global = true, default_value = "pace", value_name = "POLICY", value_parser = ["pace", "close"])]
+    slow_subscriber: String,
+    /// With --slow-subscriber pace: seconds a subscriber above the high watermark may take
+    /// no byte before it is closed with 1008 (0.1 to 86400).
+    #[arg(long, global = true, default_value = "5", value_name = "SECS", value_parser = cli_args::seconds)]
+    slow_subscriber_timeout: Duration,
+    /// Bound on each loop's mailbox (messages from other loops, threads and Redis):
+    /// producers are held at half of it, what is still offered past it is dropped and
+    /// counted.
+    #[arg(long, global = true, default_value = "8MiB", value_name = "SIZE", value_parser = cli_args::mailbox_size)]
+    max_mailbox_bytes: usize,
     /// Seconds from accept to a complete request head (0.1 to 86400).
     #[arg(long, global = true, default_value = "10", value_name = "SECS", value_parser = cli_args::seconds)]
     handshake_timeout: Duration,
@@ -234,7 +255,11 @@ fn main() {
         max_header_size: o.max_header_size,
         max_connections: o.max_connections,
         max_backpressure: o.max_backpressure,
-        low_watermark: (o.max_backpressure / 4).min(64 << 10),
+        low_watermark: (o.max_backpressure.min(o.high_watermark) / 4).min(64 << 10),
+        high_watermark: o.high_watermark,
+        slow_subscriber: o.slow_subscriber.parse().expect("clap checked the value"),
+        slow_subscriber_timeout: o.slow_subscriber_timeout,
+        max_mailbox_bytes: o.max_mailbox_bytes,
         handshake_timeout: o.handshake_timeout,
         idle_timeout: o.idle_timeout,
         close_timeout: o.close_timeout,

@@ -1,5 +1,6 @@
-//! Echo: every message goes back with its opcode. Under backpressure it stops reading the
-//! connection until the output drains, so TCP pushes back on the client and nothing is lost.
+//! Echo: every message goes back with its opcode. Under backpressure the core stops
+//! reading the connection until its output drains (a connection's own output above the
+//! high watermark pauses its input), so TCP pushes back on the client and nothing is lost.
 
 use crate::protocol::Request;
 use crate::server::{ConnId, Ctx, Handler, Payload, SendStatus, Upgrade, UpgradeRequest};
@@ -37,18 +38,13 @@ impl Handler for Echo {
 
     fn message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut (), msg: Payload<'_>) {
         match ctx.send(conn, msg) {
-            SendStatus::Sent => {}
-            SendStatus::Backpressure => ctx.pause(conn),
+            SendStatus::Sent | SendStatus::Backpressure | SendStatus::Closed => {}
             SendStatus::Dropped => {
-                // Unreachable while reading pauses at the limit; never lose data silently.
+                // Unreachable while the core pauses reading at the high watermark; never
+                // lose data silently.
                 log::warn!("echo: send dropped on {conn:?}; closing");
                 ctx.close(conn, 1011, "backpressure");
             }
-            SendStatus::Closed => {}
         }
-    }
-
-    fn drain(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _: &mut ()) {
-        ctx.resume(conn);
     }
 }

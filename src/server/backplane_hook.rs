@@ -14,6 +14,11 @@
 //! - **Incoming.** The sink runs on the backplane's reader thread: it encodes the frame once
 //!   and posts the same bytes to every loop as a local-only publish (`Command::Publish`, which
 //!   never goes back to Redis). Own messages never come back: the backplane drops its echoes.
+//!   Each loop's mailbox is bounded (`Config::max_mailbox_bytes`): under `pace` the reader
+//!   waits for room (up to `slow_subscriber_timeout`; meanwhile TCP pushes back on Redis,
+//!   whose own output-buffer limit is the next bound), under `close` it does not wait; a
+//!   message that finds a mailbox at its bound is dropped for that loop and counted in
+//!   `wsloop_mailbox_dropped_total`.
 //!
 //! The sink holds only the loops' mailboxes, not the server's shared state, so the state
 //! (which owns the backplane) is never dropped on the reader thread, which would have to
@@ -22,10 +27,12 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::handle::{encode_frame, Command, Link};
+use super::handle::encode_frame;
+use super::mailbox::{Command, Link};
 use crate::backplane::{Backplane, BackplaneConfig, BackplaneStats, Incoming};
 use crate::protocol::frame::OpCode;
 
@@ -37,10 +44,15 @@ pub(crate) struct Hook {
 }
 
 impl Hook {
-    /// Starts the backplane; what it receives is posted to `links` (every loop).
-    pub(crate) fn start(config: BackplaneConfig, links: Arc<[Link]>) -> io::Result<Hook> {
+    /// Starts the backplane; what it receives is posted to `links` (every loop), waiting
+    /// up to `wait` for a full mailbox to have room (`None`: never wait).
+    pub(crate) fn start(
+        config: BackplaneConfig,
+        links: Arc<[Link]>,
+        wait: Option<Duration>,
+    ) -> io::Result<Hook> {
         let (host, port) = (config.host.clone(), config.port);
-        let bp = Backplane::start(config, move |m: Incoming| fan_out(&links, m))?;
+        let bp = Backplane::start(config, move |m: Incoming| fan_out(&links, m, wait))?;
         info!(
             "backplane: Redis at {host}:{port}, instance tag {}",
             bp.instance_tag()
@@ -93,11 +105,15 @@ impl Hook {
 }
 
 /// Encodes a message from another instance once and hands the bytes to every loop as a
-/// local-only publish.
-fn fan_out(links: &[Link], m: Incoming) {
+/// local-only publish, within each loop's mailbox bound.
+fn fan_out(links: &[Link], m: Incoming, wait: Option<Duration>) {
     let opcode = if m.text { OpCode::Text } else { OpCode::Binary };
     let frame = encode_frame(opcode, &m.payload);
     for link in links {
+        if let Some(w) = wait {
+            link.wait_for_room(Instant::now() + w);
+        }
+        // Refused at the bound: counted by the link as that loop's drop.
         link.post(Command::Publish {
             topic: m.topic.clone(),
             frame: frame.clone(),

@@ -37,6 +37,41 @@ pub const MAX_CONNECTIONS: usize = 1 << 30;
 pub const MIN_RECV_BUFFER: usize = 4 << 10;
 /// Largest `recv_buffer_size` (64 MiB): the buffer is allocated up front, once per loop.
 pub const MAX_RECV_BUFFER: usize = 64 << 20;
+/// Smallest `max_mailbox_bytes` (64 KiB): room for a few hundred small commands.
+pub const MIN_MAILBOX_BYTES: usize = 64 << 10;
+
+/// What happens to a subscriber that takes published messages slower than they come
+/// (`Config::slow_subscriber`, `--slow-subscriber`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowSubscriber {
+    /// One reader never slows the room (big fan-out, live feeds): a subscriber whose
+    /// unsent output is past `max_backpressure` when a message comes is closed with 1008
+    /// (`wsloop_slow_subscribers_closed_total`). Publishers are never held by readers.
+    /// Order per publisher holds for every subscriber; a subscriber closed as slow loses
+    /// what it had not been sent.
+    Close,
+    /// Lossless for every reader that reads: a publisher (a connection's input, another
+    /// loop's or a handle thread's mailbox) is held while a subscriber it delivered to is
+    /// above `high_watermark`, and goes on when that subscriber drains to
+    /// `low_watermark`. A subscriber that takes no byte for `slow_subscriber_timeout`
+    /// while above the high watermark is closed with 1008 (and releases the publishers it
+    /// held). Memory: still at most `max_backpressure` per subscriber (past it, closed
+    /// with 1008, which a reading subscriber reaches only if many publishers burst into
+    /// it at once: each gets one message past the high watermark before it is held).
+    #[default]
+    Pace,
+}
+
+impl std::str::FromStr for SlowSubscriber {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "close" => Ok(SlowSubscriber::Close),
+            "pace" => Ok(SlowSubscriber::Pace),
+            other => Err(format!("{other:?}: expected close or pace")),
+        }
+    }
+}
 
 /// Everything the server needs to know before it binds. Build one with
 /// `Config { field: value, ..Config::default() }`, then [`Config::validate`] (which
@@ -69,14 +104,34 @@ pub struct Config {
     /// further clamps it to the open-file limit (`fd_limit::connection_budget`).
     /// Default 100 000.
     pub max_connections: usize,
-    /// Per-connection unsent bytes past which sends are refused (echo: reading pauses;
-    /// broadcast: the subscriber is closed with 1008). In `1..=1 GiB` and greater than
-    /// `low_watermark`. Default 1 MiB.
+    /// Per-connection unsent bytes past which sends are refused (`SendStatus::Dropped`)
+    /// and a subscriber is closed with 1008: the hard bound on one connection's output.
+    /// In `1..=1 GiB` and greater than `low_watermark`. Default 1 MiB.
     pub max_backpressure: usize,
-    /// Bytes: `drain` fires when the unsent bytes fall to this after having been above it.
-    /// Must be below `max_backpressure`, or a paused connection would never resume.
-    /// Default 64 KiB.
+    /// Bytes: while a connection's own unsent output is above this (the smaller of it and
+    /// `max_backpressure`), its input is not read (TCP pushes back on the peer: a client
+    /// cannot cause more output than it takes), sends report `SendStatus::Backpressure`,
+    /// and under [`SlowSubscriber::Pace`] a subscriber above it holds its publishers.
+    /// Greater than `low_watermark`. Default 256 KiB.
+    pub high_watermark: usize,
+    /// Bytes: reading resumes, held publishers go on and `drain` fires when the unsent
+    /// bytes fall to this after having been above it. Must be below `max_backpressure` and
+    /// `high_watermark`, or a paused connection would never resume. Default 64 KiB.
     pub low_watermark: usize,
+    /// What happens to a subscriber slower than its publishers: see [`SlowSubscriber`].
+    /// Default [`SlowSubscriber::Pace`].
+    pub slow_subscriber: SlowSubscriber,
+    /// Under [`SlowSubscriber::Pace`]: a subscriber above the high watermark that takes no
+    /// byte for this long is closed with 1008. In `100 ms..=24 h`. Default 5 s.
+    pub slow_subscriber_timeout: Duration,
+    /// Bound, in bytes, on each loop's mailbox: commands from other loops and from
+    /// [`ServerHandle`](super::ServerHandle)s (and what the Redis backplane delivers)
+    /// waiting for the loop, charged frame bytes plus 64 per command. Producers are
+    /// held at half of it (a connection's input pauses; a handle reports
+    /// `SendStatus::Backpressure`), go on below a quarter, and past all of it a handle's
+    /// command is refused (`SendStatus::Dropped`, `wsloop_mailbox_dropped_total`).
+    /// In `64 KiB..=1 GiB`. Default 8 MiB.
+    pub max_mailbox_bytes: usize,
     /// From accept to a complete request head. In `100 ms..=24 h`. Default 10 s.
     pub handshake_timeout: Duration,
     /// No input for this long closes the connection; a ping goes out at half of it.
@@ -129,7 +184,11 @@ impl Default for Config {
             max_request_body: 64 << 10,
             max_connections: 100_000,
             max_backpressure: 1 << 20,
+            high_watermark: 256 << 10,
             low_watermark: 64 << 10,
+            slow_subscriber: SlowSubscriber::Pace,
+            slow_subscriber_timeout: Duration::from_secs(5),
+            max_mailbox_bytes: 8 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             close_timeout: Duration::from_secs(5),
@@ -248,6 +307,11 @@ pub fn check_timeout(field: &'static str, d: Duration) -> Result<(), ConfigError
 }
 
 impl Config {
+    /// The high watermark in effect: `high_watermark`, at most `max_backpressure`.
+    pub fn effective_high_watermark(&self) -> usize {
+        self.high_watermark.min(self.max_backpressure)
+    }
+
     /// Checks every field against its documented bounds and the fields' invariants
     /// (`low_watermark < max_backpressure`); the first violation is returned, naming the
     /// field. `www`, when set, must be an existing directory (checked on the file system).
@@ -303,6 +367,23 @@ impl Config {
                 ),
             ));
         }
+        if self.low_watermark >= self.high_watermark {
+            return Err(ConfigError::new(
+                "high_watermark",
+                format!(
+                    "{} must be greater than low_watermark ({}), or a paused connection never resumes",
+                    self.high_watermark, self.low_watermark
+                ),
+            ));
+        }
+        in_range(
+            "max_mailbox_bytes",
+            self.max_mailbox_bytes,
+            MIN_MAILBOX_BYTES,
+            MAX_BUFFER_LIMIT,
+            bytes,
+        )?;
+        check_timeout("slow_subscriber_timeout", self.slow_subscriber_timeout)?;
         check_timeout("handshake_timeout", self.handshake_timeout)?;
         check_timeout("idle_timeout", self.idle_timeout)?;
         check_timeout("close_timeout", self.close_timeout)?;
@@ -450,6 +531,33 @@ mod tests {
             field_of(with(|c| c.max_backpressure = MAX_BUFFER_LIMIT + 1)),
             "max_backpressure"
         );
+    }
+
+    #[test]
+    fn high_watermark_and_mailbox_bounds() {
+        let e = with(|c| c.high_watermark = c.low_watermark).unwrap_err();
+        assert_eq!(e.field(), "high_watermark");
+        with(|c| c.high_watermark = c.low_watermark + 1).unwrap();
+        // Above max_backpressure it acts as max_backpressure.
+        let c = Config {
+            max_backpressure: 100_000,
+            high_watermark: 1 << 20,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        assert_eq!(c.effective_high_watermark(), 100_000);
+        assert_eq!(
+            field_of(with(|c| c.max_mailbox_bytes = MIN_MAILBOX_BYTES - 1)),
+            "max_mailbox_bytes"
+        );
+        with(|c| c.max_mailbox_bytes = MIN_MAILBOX_BYTES).unwrap();
+        assert_eq!(
+            field_of(with(|c| c.slow_subscriber_timeout = Duration::ZERO)),
+            "slow_subscriber_timeout"
+        );
+        assert_eq!("pace".parse(), Ok(SlowSubscriber::Pace));
+        assert_eq!("close".parse(), Ok(SlowSubscriber::Close));
+        assert!("drop".parse::<SlowSubscriber>().is_err());
     }
 
     #[test]

@@ -31,10 +31,11 @@ pub mod flags {
     pub const DIRTY: u16 = 1;
     /// The kernel refused bytes; wait for a WRITABLE event before writing again.
     pub const WRITE_BLOCKED: u16 = 1 << 1;
-    /// The handler paused reading (echo under backpressure).
+    /// The handler paused reading ([`Ctx::pause`](crate::server::Ctx::pause)).
     pub const PAUSED: u16 = 1 << 2;
-    /// The core paused reading: output the core itself queued in answer to input (pongs,
-    /// HTTP responses to pipelined requests) went past `max_backpressure`.
+    /// The core paused reading: the connection's own unsent output (what its messages
+    /// made the handler send, pongs, HTTP responses to pipelined requests) went past the
+    /// high watermark; reading resumes at the low watermark.
     pub const OUT_PAUSED: u16 = 1 << 3;
     /// Unsent bytes went above the low watermark; `drain` fires when they fall back.
     pub const ABOVE_LOW: u16 = 1 << 4;
@@ -47,6 +48,13 @@ pub mod flags {
     /// The connection used up its share of work this iteration with input left (held,
     /// or still in the socket): it continues next iteration, after the others had theirs.
     pub const YIELDED: u16 = 1 << 8;
+    /// Pacing holds this connection's input: a subscriber it published to is above the
+    /// high watermark, or a loop it handed messages to has a full mailbox (`pacing.rs`).
+    pub const PACED: u16 = 1 << 9;
+    /// A subscriber above the high watermark under `pace` (an entry in `Pacing`).
+    pub const CONGESTED: u16 = 1 << 10;
+    /// The kernel took bytes of a congested subscriber since the last sweep.
+    pub const PROGRESS: u16 = 1 << 11;
 }
 
 #[derive(Debug)]
@@ -82,7 +90,7 @@ impl Conn {
     /// pushes back on the client) rather than in our memory.
     #[inline]
     pub fn readable(&self) -> bool {
-        !self.has(flags::PAUSED | flags::OUT_PAUSED | flags::YIELDED)
+        !self.has(flags::PAUSED | flags::OUT_PAUSED | flags::YIELDED | flags::PACED)
             && !matches!(self.state, State::Closed | State::Http(Http::File(_)))
     }
 

@@ -1,23 +1,22 @@
 //! Loop state shared by the event handling and the handler's [`Ctx`]: connections,
 //! timers, topics and the output side (corking, backpressure, closing).
 
-use std::collections::HashMap;
 use std::io::{IoSlice, Write};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
-use log::warn;
 use slab::Slab;
 
 use super::app_timers::AppTimers;
-use super::config::{Config, MAX_TIMEOUT};
+use super::config::Config;
 use super::connection::{flags, Conn, State};
 use super::deflate::LoopDeflate;
 use super::fd_limit;
-use super::handle::{encode_frame, encode_shared, Command, ServerHandle};
-use super::handler::{ConnId, Payload, SendStatus};
+use super::handle::ServerHandle;
+use super::handler::{ConnId, SendStatus};
+use super::mailbox::Command;
 use super::metrics::LoopMetrics;
+use super::pacing::{Pacing, Producer};
+use super::publish::Topics;
 use super::timer::{Entry, Wheel};
 use super::write_buffer::BufferPool;
 use crate::protocol::close;
@@ -46,28 +45,8 @@ pub(crate) struct Ticks {
     /// Half the idle timeout: the keep-alive ping goes out after this much silence.
     pub idle_half: u32,
     pub close: u32,
-}
-
-/// Exact-match topics: name → id, id → subscriber slots (and name, for the backplane).
-#[derive(Debug, Default)]
-pub(crate) struct Topics {
-    ids: HashMap<Arc<str>, u32>,
-    subscribers: Vec<Vec<u32>>,
-    names: Vec<Arc<str>>,
-}
-
-impl Topics {
-    /// Returns whether `idx` was the topic's last subscriber on this loop.
-    fn remove_subscriber(&mut self, topic: u32, idx: u32) -> bool {
-        let subs = &mut self.subscribers[topic as usize];
-        match subs.iter().position(|&x| x == idx) {
-            Some(p) => {
-                subs.swap_remove(p);
-                subs.is_empty()
-            }
-            None => false,
-        }
-    }
+    /// `slow_subscriber_timeout`.
+    pub slow_subscriber: u32,
 }
 
 pub(crate) struct Core {
@@ -78,6 +57,14 @@ pub(crate) struct Core {
     /// Commands for other loops gathered this iteration, handed over in one batch (and
     /// one wake-up) per loop at the end of it.
     pub outbox: Vec<Vec<Command>>,
+    /// What `outbox` holds for each loop, in mailbox bytes (`mailbox::cost`).
+    pub outbox_cost: Vec<usize>,
+    /// `Config::effective_high_watermark`.
+    pub high: usize,
+    /// Who produces what is being queued now (pacing holds it if need be).
+    pub producer: Producer,
+    /// Congested subscribers and held producers (`pacing.rs`).
+    pub pacing: Pacing,
     /// Application timers.
     pub timers: AppTimers,
     pub conns: Slab<Conn>,
@@ -105,7 +92,7 @@ pub(crate) struct Core {
     pub reject_slack: usize,
     pub topics: Topics,
     /// Publish encodes into this once per message.
-    scratch: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
     pub next_generation: u32,
     /// This loop's counters: plain adds on the loop thread, published once per iteration.
     pub metrics: LoopMetrics,
@@ -120,6 +107,7 @@ impl Core {
             idle: Wheel::ticks(config.idle_timeout),
             idle_half: Wheel::ticks(config.idle_timeout / 2),
             close: Wheel::ticks(config.close_timeout),
+            slow_subscriber: Wheel::ticks(config.slow_subscriber_timeout),
         };
         // Reserve the slab for the connection limit up front: untouched pages cost no
         // resident memory, and the slab never reallocates (and copies every connection)
@@ -138,6 +126,10 @@ impl Core {
             loop_id,
             handle,
             outbox: (0..loops).map(|_| Vec::new()).collect(),
+            outbox_cost: vec![0; loops],
+            high: config.effective_high_watermark(),
+            producer: Producer::Nobody,
+            pacing: Pacing::new(loops),
             timers: AppTimers::default(),
             conns: Slab::with_capacity(capacity),
             config,
@@ -171,7 +163,7 @@ impl Core {
 
     /// The connection behind `id`, if it is this loop's and still the same connection.
     #[inline]
-    fn lookup(&self, id: ConnId) -> Option<&Conn> {
+    pub(crate) fn lookup(&self, id: ConnId) -> Option<&Conn> {
         if id.loop_id != self.loop_id {
             return None;
         }
@@ -263,7 +255,7 @@ impl Core {
     }
 
     #[inline]
-    fn after_queue(&mut self, idx: u32) {
+    pub(crate) fn after_queue(&mut self, idx: u32) {
         let low = self.config.low_watermark;
         let c = &mut self.conns[idx as usize];
         if c.out.len() > low {
@@ -282,7 +274,8 @@ impl Core {
         }
     }
 
-    /// Sends a data frame to an open connection, honouring `max_backpressure`.
+    /// Sends a data frame to an open connection, honouring `max_backpressure` (refused
+    /// past it) and reporting the high watermark.
     pub fn send(&mut self, idx: u32, opcode: OpCode, payload: &[u8]) -> SendStatus {
         let limit = self.config.max_backpressure;
         let c = &self.conns[idx as usize];
@@ -307,7 +300,7 @@ impl Core {
         } else {
             self.queue_frame(idx, opcode, payload);
         }
-        if self.conns[idx as usize].out.len() > limit {
+        if self.conns[idx as usize].out.len() > self.high {
             SendStatus::Backpressure
         } else {
             SendStatus::Sent
@@ -356,6 +349,7 @@ impl Core {
                 loop_id: self.loop_id,
             };
             self.unsubscribe_all(idx);
+            self.forget_pacing(idx);
             self.closed.push(Closed {
                 id,
                 code,
@@ -370,6 +364,7 @@ impl Core {
         c.state = State::Linger;
         c.flags &= !(flags::PAUSED | flags::OUT_PAUSED | flags::YIELDED);
         self.pool.put(std::mem::take(&mut c.rx));
+        self.forget_pacing(idx);
         let ticks = self.ticks.close;
         self.set_deadline(idx, ticks);
         self.mark_dirty(idx);
@@ -399,6 +394,7 @@ impl Core {
         if c.has(flags::OPENED) {
             self.notify_closed(idx, close::ABNORMAL, "");
         }
+        self.forget_pacing(idx);
         let c = &mut self.conns[idx as usize];
         self.metrics.on_discarded(c.out.len() as u64);
         c.out.release(&mut self.pool);
@@ -407,6 +403,16 @@ impl Core {
             z.close(idx);
         }
         self.to_free.push(idx);
+    }
+
+    /// A connection cannot cause more output than it takes: once its own unsent output
+    /// is above the high watermark (after offering it to the kernel), its input is not
+    /// read until the output drains to the low watermark. Called after each message.
+    pub(crate) fn pause_if_above_high(&mut self, idx: u32) {
+        let high = self.high;
+        if self.conns[idx as usize].is_open() && self.above_high_after_flush(idx, high) {
+            self.pause(idx, flags::OUT_PAUSED);
+        }
     }
 
     pub fn pause(&mut self, idx: u32, flag: u16) {
@@ -423,74 +429,30 @@ impl Core {
         }
     }
 
-    fn topic_id(&mut self, topic: &str) -> u32 {
-        if let Some(&id) = self.topics.ids.get(topic) {
-            return id;
-        }
-        let id = self.topics.subscribers.len() as u32;
-        let name: Arc<str> = topic.into();
-        self.topics.ids.insert(name.clone(), id);
-        self.topics.subscribers.push(Vec::new());
-        self.topics.names.push(name);
-        id
-    }
-
-    /// The topic's first subscriber on this loop arrived (`first`) or its last one left:
-    /// the backplane, if any, counts it towards the Redis subscription.
-    fn backplane_interest(&self, topic: u32, first: bool) {
-        if let Some(hook) = self.handle.shared.backplane.get() {
-            let name = &self.topics.names[topic as usize];
-            match first {
-                true => hook.subscribe(name),
-                false => hook.unsubscribe(name),
-            }
-        }
-    }
-
-    pub fn subscribe(&mut self, idx: u32, topic: &str) -> bool {
-        let t = self.topic_id(topic);
-        let c = &mut self.conns[idx as usize];
-        if !c.is_open() || c.topics.contains(&t) {
+    /// Whether the connection's unsent output is above `high`, after offering it to the
+    /// kernel if that is what it takes (output gathered this iteration is not yet a sign
+    /// of a slow reader; one already congested is not flushed early again).
+    pub(crate) fn above_high_after_flush(&mut self, idx: u32, high: usize) -> bool {
+        let c = &self.conns[idx as usize];
+        if c.out.len() <= high {
             return false;
         }
-        c.topics.push(t);
-        let subs = &mut self.topics.subscribers[t as usize];
-        subs.push(idx);
-        if subs.len() == 1 {
-            self.backplane_interest(t, true);
+        if c.has(flags::CONGESTED) || c.has(flags::WRITE_BLOCKED) {
+            return true;
         }
-        true
-    }
-
-    pub fn unsubscribe(&mut self, idx: u32, topic: &str) -> bool {
-        let Some(&t) = self.topics.ids.get(topic) else {
-            return false;
-        };
-        let c = &mut self.conns[idx as usize];
-        let Some(pos) = c.topics.iter().position(|&x| x == t) else {
-            return false;
-        };
-        c.topics.swap_remove(pos);
-        if self.topics.remove_subscriber(t, idx) {
-            self.backplane_interest(t, false);
-        }
-        true
-    }
-
-    fn unsubscribe_all(&mut self, idx: u32) {
-        for t in std::mem::take(&mut self.conns[idx as usize].topics) {
-            if self.topics.remove_subscriber(t, idx) {
-                self.backplane_interest(t, false);
-            }
-        }
+        self.flush_now(idx);
+        self.conns[idx as usize].out.len() > high
     }
 
     /// Writes the connection's output now, ahead of the end-of-iteration flush (the cork).
     /// Returns whether its unsent bytes are within `max_backpressure` afterwards.
-    fn flush_now(&mut self, idx: u32) -> bool {
+    pub(crate) fn flush_now(&mut self, idx: u32) -> bool {
         let c = &mut self.conns[idx as usize];
         let before = c.out.len();
         let result = c.out.flush(&mut c.stream, &mut self.pool);
+        if c.out.len() < before {
+            c.flags |= flags::PROGRESS;
+        }
         self.metrics.on_written((before - c.out.len()) as u64);
         match result {
             // TLS: the buffer is out only if rustls holds no ciphertext either.
@@ -502,161 +464,14 @@ impl Core {
         c.out.len() <= self.config.max_backpressure
     }
 
-    /// Encodes the frame once and appends the same bytes to every subscriber's output,
-    /// on this loop and (through their mailboxes, at the end of the iteration) on every
-    /// other loop; with a backplane, also queues it for the other instances. Returns the
-    /// deliveries on this loop.
-    pub fn publish(&mut self, topic: &str, opcode: OpCode, payload: &[u8]) -> usize {
-        self.metrics.publishes += 1;
-        if let Some(hook) = self.handle.shared.backplane.get() {
-            hook.publish(topic, opcode, payload);
-        }
-        if self.outbox.len() > 1 {
-            // Several loops: the bytes are shared with them, so encode into an Arc once.
-            let frame = encode_frame(opcode, payload);
-            let name: Arc<str> = match self.topics.ids.get_key_value(topic) {
-                Some((k, _)) => k.clone(),
-                None => topic.into(),
-            };
-            let me = self.loop_id as usize;
-            for (l, out) in self.outbox.iter_mut().enumerate() {
-                if l != me {
-                    out.push(Command::Publish {
-                        topic: name.clone(),
-                        frame: frame.clone(),
-                    });
-                }
-            }
-            return self.publish_frame(topic, &frame);
-        }
-        let mut frame = std::mem::take(&mut self.scratch);
-        frame.clear();
-        write_server_frame(&mut frame, true, opcode, payload);
-        let delivered = self.publish_frame(topic, &frame);
-        self.scratch = frame;
-        delivered
-    }
-
-    /// Appends an encoded frame to the output of every subscriber of `topic` on this loop.
-    /// A subscriber past `max_backpressure` even after offering its output to the kernel
-    /// is closed with 1008, never waited for.
-    pub fn publish_frame(&mut self, topic: &str, frame: &[u8]) -> usize {
-        let Some(&t) = self.topics.ids.get(topic) else {
-            return 0;
-        };
-        let limit = self.config.max_backpressure;
-        let mut delivered = 0;
-        let mut slow = Vec::new();
-        let subs = std::mem::take(&mut self.topics.subscribers[t as usize]);
-        // Taken out while delivering (and put back below) only when some connection of
-        // this loop agreed to deflate; otherwise the plain path costs one comparison.
-        let mut deflate = match &self.deflate {
-            Some(z) if z.active > 0 => self.deflate.take(),
-            _ => None,
-        };
-        if let Some(z) = deflate.as_deref_mut() {
-            z.begin_publish();
-        }
-        for &idx in &subs {
-            let c = &self.conns[idx as usize];
-            if !c.is_open() {
-                continue;
-            }
-            // Output gathered this iteration has not been offered to the kernel yet: a
-            // burst from publishers bigger than the limit is not a slow subscriber.
-            if c.out.len() > limit && !self.flush_now(idx) {
-                slow.push(idx);
-                continue;
-            }
-            match deflate.as_deref_mut() {
-                Some(z) => self.queue_published(z, idx, frame),
-                None => self.queue_bytes(idx, frame),
-            }
-            delivered += 1;
-        }
-        if deflate.is_some() {
-            self.deflate = deflate;
-        }
-        self.metrics.deliveries += delivered as u64;
-        self.metrics.messages_out += delivered as u64;
-        self.metrics.slow_subscribers_closed += slow.len() as u64;
-        // Subscriptions made by callbacks meanwhile are impossible (no callback ran), so
-        // the list goes back as it was.
-        self.topics.subscribers[t as usize] = subs;
-        for idx in slow {
-            warn!(
-                "closing slow subscriber (slot {idx}): {} bytes unsent, limit {limit}",
-                self.conns[idx as usize].out.len()
-            );
-            self.fail(idx, close::POLICY, "backpressure limit exceeded");
-        }
-        delivered
-    }
-
-    /// Queues an encoded data frame for one open connection, honouring
-    /// `max_backpressure` (a frame sent from another thread or loop).
-    pub fn send_frame(&mut self, id: ConnId, frame: &[u8]) -> SendStatus {
-        let Some(c) = self.lookup(id) else {
-            return SendStatus::Closed;
-        };
-        if !c.is_open() {
-            return SendStatus::Closed;
-        }
-        let limit = self.config.max_backpressure;
-        if c.out.len() > limit {
-            self.metrics.dropped_sends += 1;
-            return SendStatus::Dropped;
-        }
-        self.metrics.messages_out += 1;
-        match self.deflate.take() {
-            Some(mut z) => {
-                z.begin_publish();
-                self.queue_published(&mut z, id.index, frame);
-                self.deflate = Some(z);
-            }
-            None => self.queue_bytes(id.index, frame),
-        }
-        if self.conns[id.index as usize].out.len() > limit {
-            SendStatus::Backpressure
-        } else {
-            SendStatus::Sent
-        }
-    }
-
-    /// Appends an encoded frame for one connection, compressed if it agreed to
-    /// permessage-deflate.
-    fn queue_published(&mut self, z: &mut LoopDeflate, idx: u32, frame: &[u8]) {
-        let c = &mut self.conns[idx as usize];
-        let before = c.out.len();
-        let out = c.out.append(&mut self.pool);
-        if !z.write_published(idx, frame, out) {
-            out.extend_from_slice(frame);
-        }
-        self.metrics.buffered_bytes += (c.out.len() - before) as u64;
-        self.after_queue(idx);
-    }
-
-    /// Hands each other loop what this iteration gathered for it, one batch and at most
-    /// one wake-up per loop.
-    pub fn post_outbox(&mut self) {
-        for (l, out) in self.outbox.iter_mut().enumerate() {
-            if !out.is_empty() {
-                let batch = std::mem::take(out);
-                self.handle.shared.links[l].post(Command::Batch(batch));
-            }
-        }
-    }
-
-    /// Forwards a command to the loop that owns `conn` (another loop).
-    fn forward(&mut self, conn: ConnId, cmd: Command) {
-        if let Some(out) = self.outbox.get_mut(conn.loop_id as usize) {
-            out.push(cmd);
-        }
-    }
-
     /// Publishes this loop's counters for scrapers (relaxed stores, no read-modify-write).
     pub fn publish_metrics(&mut self) {
         self.metrics.connections_open = self.conns.len() as u64;
+        let link = &self.handle.shared.links[self.loop_id as usize];
+        self.metrics.mailbox_bytes = link.queued() as u64;
+        self.metrics.mailbox_dropped = link.dropped.load(Ordering::Relaxed);
+        self.metrics.congested_subscribers = self.pacing.congested() as u64;
+        self.metrics.topics = self.topics.len() as u64;
         self.metrics
             .publish(&self.handle.shared.metrics[self.loop_id as usize]);
     }
@@ -677,143 +492,5 @@ impl Core {
     /// The slot of `id` if it is still that connection.
     pub fn slot(&self, id: ConnId) -> Option<u32> {
         self.lookup(id).map(|_| id.index)
-    }
-}
-
-/// The handler's view of the loop: send, close, publish, read backpressure.
-pub struct Ctx<'a> {
-    pub(crate) core: &'a mut Core,
-}
-
-impl Ctx<'_> {
-    /// Sends a text or binary message. To a connection of another loop the message is
-    /// handed over (encoded once) at the end of this iteration and `Sent` is returned;
-    /// that loop applies `max_backpressure` when it arrives.
-    pub fn send(&mut self, conn: ConnId, msg: Payload<'_>) -> SendStatus {
-        if conn.loop_id != self.core.loop_id {
-            let frame = encode_shared(msg);
-            self.core.forward(conn, Command::Send { conn, frame });
-            return SendStatus::Sent;
-        }
-        let Some(idx) = self.core.slot(conn) else {
-            return SendStatus::Closed;
-        };
-        match msg {
-            Payload::Text(t) => self.core.send(idx, OpCode::Text, t.as_bytes()),
-            Payload::Binary(b) => self.core.send(idx, OpCode::Binary, b),
-        }
-    }
-
-    /// [`Ctx::send`] of a text message.
-    pub fn send_text(&mut self, conn: ConnId, text: &str) -> SendStatus {
-        self.send(conn, Payload::Text(text))
-    }
-
-    /// [`Ctx::send`] of a binary message.
-    pub fn send_binary(&mut self, conn: ConnId, data: &[u8]) -> SendStatus {
-        self.send(conn, Payload::Binary(data))
-    }
-
-    /// Sends a ping (payload truncated to 125 bytes).
-    pub fn ping(&mut self, conn: ConnId, payload: &[u8]) -> SendStatus {
-        let Some(idx) = self.core.slot(conn) else {
-            return SendStatus::Closed;
-        };
-        self.core
-            .send(idx, OpCode::Ping, &payload[..payload.len().min(125)])
-    }
-
-    /// Starts the closing handshake with `code` and `reason` (truncated to fit a frame).
-    pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
-        if conn.loop_id != self.core.loop_id {
-            let reason = reason.into();
-            self.core
-                .forward(conn, Command::Close { conn, code, reason });
-            return;
-        }
-        if let Some(idx) = self.core.slot(conn) {
-            self.core.start_close(idx, code, reason);
-        }
-    }
-
-    /// Unsent bytes of the connection (the browser's `bufferedAmount`).
-    pub fn buffered_amount(&self, conn: ConnId) -> usize {
-        self.core.buffered_amount(conn)
-    }
-
-    /// The per-connection limit on unsent bytes.
-    pub fn max_backpressure(&self) -> usize {
-        self.core.config.max_backpressure
-    }
-
-    /// Stops reading the connection (TCP pushes back on the peer) until `resume`.
-    pub fn pause(&mut self, conn: ConnId) {
-        if let Some(idx) = self.core.slot(conn) {
-            self.core.pause(idx, flags::PAUSED);
-        }
-    }
-
-    /// Reads the connection again after [`Ctx::pause`].
-    pub fn resume(&mut self, conn: ConnId) {
-        if let Some(idx) = self.core.slot(conn) {
-            self.core.resume(idx, flags::PAUSED);
-        }
-    }
-
-    /// Subscribes `conn` to `topic` (exact match); false if it was already subscribed
-    /// or is not open.
-    pub fn subscribe(&mut self, conn: ConnId, topic: &str) -> bool {
-        self.core
-            .slot(conn)
-            .is_some_and(|idx| self.core.subscribe(idx, topic))
-    }
-
-    /// Unsubscribes `conn` from `topic`; false if it was not subscribed.
-    pub fn unsubscribe(&mut self, conn: ConnId, topic: &str) -> bool {
-        self.core
-            .slot(conn)
-            .is_some_and(|idx| self.core.unsubscribe(idx, topic))
-    }
-
-    /// Sends `msg` to every subscriber of `topic` on every loop (encoded once) and, with a
-    /// backplane, on every other instance; returns how many subscribers of this loop it was
-    /// queued for.
-    pub fn publish(&mut self, topic: &str, msg: Payload<'_>) -> usize {
-        match msg {
-            Payload::Text(t) => self.core.publish(topic, OpCode::Text, t.as_bytes()),
-            Payload::Binary(b) => self.core.publish(topic, OpCode::Binary, b),
-        }
-    }
-
-    /// Connections this loop currently holds (any state).
-    pub fn connections(&self) -> usize {
-        self.core.conns.len()
-    }
-
-    /// This loop's number (0 .. threads).
-    pub fn loop_id(&self) -> usize {
-        self.core.loop_id as usize
-    }
-
-    /// A handle for other threads (publish, send, close, defer, stop).
-    pub fn handle(&self) -> ServerHandle {
-        self.core.handle.clone()
-    }
-
-    /// Calls [`Handler::timer`](super::Handler::timer) for `conn` with `token` after
-    /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h), if the connection
-    /// is still open then. Timers cannot be cancelled: ignore a stale `token` instead.
-    pub fn set_timer(&mut self, conn: ConnId, delay: Duration, token: u64) {
-        if self.core.slot(conn).is_some() {
-            let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMEOUT));
-            self.core.timers.add(due, Some(conn), token);
-        }
-    }
-
-    /// Calls [`Handler::loop_timer`](super::Handler::loop_timer) with `token` after
-    /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h).
-    pub fn set_loop_timer(&mut self, delay: Duration, token: u64) {
-        let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMEOUT));
-        self.core.timers.add(due, None, token);
     }
 }

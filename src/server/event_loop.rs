@@ -17,13 +17,16 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::backplane_hook::Hook;
-use super::config::Config;
+use super::config::{Config, SlowSubscriber};
 use super::connection::{flags, Conn, State};
-use super::core::{Core, Ctx};
+use super::core::Core;
+use super::ctx::Ctx;
 use super::fd_limit::SpareFd;
-use super::handle::{Command, Link, ServerHandle, Shared};
+use super::handle::{ServerHandle, Shared};
 use super::handler::{ConnId, Handler};
 use super::http::Http;
+use super::mailbox::{cost, Command, Link, COMMAND_OVERHEAD};
+use super::pacing::Producer;
 use super::timer::Wheel;
 use super::transport::Transport;
 use crate::backplane::BackplaneConfig;
@@ -38,8 +41,15 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// How long to stop accepting after EMFILE/ENFILE.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 
-/// Mailbox commands (a batch from another loop counts as one) carried out per iteration.
-const MAX_COMMANDS_PER_TURN: usize = 64;
+/// Mailbox commands (each command of a batch from another loop counts) carried out per
+/// iteration.
+const MAX_COMMANDS_PER_TURN: usize = 1024;
+
+/// Bytes of mailbox work per iteration: frame bytes times the subscribers they were
+/// queued for (a command that reaches nobody counts its overhead). Like the 2 MiB a
+/// connection may read per turn, this bounds how long other loops' publishes keep this
+/// one from its own sockets.
+const MAX_MAILBOX_WORK_PER_TURN: usize = 2 << 20;
 
 /// Full receive buffers read from one connection per iteration before it yields to the
 /// others (2 MiB with the default 512 KiB buffer).
@@ -75,6 +85,8 @@ struct EventLoop<H: Handler> {
     mailbox: Receiver<Command>,
     /// The mailbox may hold commands (woken, or the last drain stopped at its bound).
     mail_pending: bool,
+    /// The rest of a batch from another loop that the last drain stopped in.
+    batch: Option<std::vec::IntoIter<Command>>,
     inner: Inner<H>,
 }
 
@@ -152,7 +164,11 @@ impl<H: Handler> Server<H> {
             poll.registry()
                 .register(&mut listener, LISTENER, Interest::READABLE)?;
             let (tx, rx) = std::sync::mpsc::channel();
-            links.push(Link::new(tx, Waker::new(poll.registry(), WAKER)?));
+            links.push(Link::new(
+                tx,
+                Waker::new(poll.registry(), WAKER)?,
+                config.max_mailbox_bytes,
+            ));
             // Signals go to loop 0, which stops every loop (or, for SIGHUP, reloads the
             // certificate all loops share).
             let signals = if config.handle_signals && i == 0 {
@@ -231,7 +247,9 @@ impl<H: Handler> Server<H> {
                 "the server already has a backplane",
             ));
         }
-        let hook = Hook::start(config, shared.links.clone())?;
+        let wait = (self.config.slow_subscriber == SlowSubscriber::Pace)
+            .then_some(self.config.slow_subscriber_timeout);
+        let hook = Hook::start(config, shared.links.clone(), wait)?;
         // Only `with_backplane` sets it, and it holds `self`: nobody raced us.
         let _ = shared.backplane.set(hook);
         Ok(self)
@@ -343,6 +361,7 @@ impl<H: Handler> EventLoop<H> {
             events: Events::with_capacity(1024),
             mailbox,
             mail_pending: false,
+            batch: None,
             inner,
         })
     }
@@ -369,8 +388,18 @@ impl<H: Handler> EventLoop<H> {
                     LISTENER => inner.accept(now),
                     WAKER => {
                         let me = inner.core.loop_id as usize;
-                        inner.core.handle.shared.links[me].clear_woken();
+                        let link = &inner.core.handle.shared.links[me];
+                        link.clear_woken();
+                        let stop = link.stop.load(Ordering::Acquire);
+                        let room = link.room_news.swap(false, Ordering::AcqRel);
                         self.mail_pending = true;
+                        if stop {
+                            inner.begin_shutdown(now);
+                        }
+                        if room {
+                            inner.core.check_loops();
+                            inner.run_notices();
+                        }
                     }
                     SIGNALS => {
                         let (mut got, mut hup) = (false, false);
@@ -410,8 +439,11 @@ impl<H: Handler> EventLoop<H> {
                     }
                 }
             }
+            if std::mem::take(&mut inner.core.pacing.mailbox_released) {
+                self.mail_pending = true;
+            }
             if self.mail_pending {
-                self.mail_pending = drain_mailbox(&self.mailbox, inner, now);
+                self.mail_pending = drain_mailbox(&self.mailbox, &mut self.batch, inner, now);
             }
             inner.refill_handshakes();
             inner.continue_yielded(yielded);
@@ -430,7 +462,7 @@ impl<H: Handler> EventLoop<H> {
 
 impl<H: Handler> Inner<H> {
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.core.yielded.is_empty() {
+        if !self.core.yielded.is_empty() || self.core.pacing.mailbox_released {
             return Some(Duration::ZERO);
         }
         let mut t = self.core.wheel.next_timeout(now);
@@ -443,6 +475,11 @@ impl<H: Handler> Inner<H> {
         }
         if let Some(d) = self.shutdown_deadline {
             consider(d.saturating_duration_since(now));
+        }
+        if self.core.pacing.needs_sweep() || self.core.pacing.waits_on_loops() {
+            // Congested subscribers are checked for progress once per tick, and held
+            // producers look at other loops' mailboxes (their room news is the fast path).
+            consider(self.core.wheel.until_tick(self.core.now + 1, now));
         }
         t
     }
@@ -737,9 +774,13 @@ impl<H: Handler> Inner<H> {
             c.flags |= flags::WRITE_BLOCKED;
         }
         let left = c.out.len();
+        if left < before {
+            c.flags |= flags::PROGRESS;
+        }
         core.metrics.on_written((before - left) as u64);
         if c.has(flags::ABOVE_LOW) && left <= core.config.low_watermark {
             c.flags &= !flags::ABOVE_LOW;
+            core.uncongest(idx);
             core.resume(idx, flags::OUT_PAUSED);
             if core.conns[idx as usize].is_open() {
                 self.with_data(idx, |h, ctx, id, d| h.drain(ctx, id, d));
@@ -811,6 +852,11 @@ impl<H: Handler> Inner<H> {
     fn end_of_iteration(&mut self, now: Instant) {
         self.expire_timers();
         self.fire_app_timers();
+        self.core.sweep_congested();
+        if self.core.pacing.waits_on_loops() {
+            self.core.check_loops();
+        }
+        self.run_notices();
         // The cork: one write per connection for everything gathered this iteration.
         while !self.core.dirty.is_empty() {
             let dirty = std::mem::take(&mut self.core.dirty);
@@ -840,32 +886,40 @@ impl<H: Handler> Inner<H> {
         self.core.post_outbox();
     }
 
-    /// Carries out a command from the mailbox (another thread or loop).
-    fn apply(&mut self, cmd: Command, now: Instant) {
-        match cmd {
+    /// Carries out a command from the mailbox (another thread or loop); returns its work
+    /// in bytes (see [`MAX_MAILBOX_WORK_PER_TURN`]).
+    fn apply(&mut self, cmd: Command) -> usize {
+        self.core.producer = Producer::Mailbox;
+        let work = match cmd {
             Command::Publish { topic, frame } => {
-                self.core.publish_frame(&topic, &frame);
+                let r = self.core.publish_frame(&topic, &frame);
+                frame.len() * r.delivered.max(1)
             }
             Command::Send { conn, frame } => {
                 self.core.send_frame(conn, &frame);
+                frame.len()
             }
             Command::Close { conn, code, reason } => {
                 Ctx {
                     core: &mut self.core,
                 }
                 .close(conn, code, &reason);
+                COMMAND_OVERHEAD
             }
-            Command::Defer(f) => f(&mut Ctx {
-                core: &mut self.core,
-            }),
-            Command::Stop => self.begin_shutdown(now),
+            Command::Defer(f) => {
+                f(&mut Ctx {
+                    core: &mut self.core,
+                });
+                COMMAND_OVERHEAD
+            }
             Command::Batch(cmds) => {
-                for c in cmds {
-                    self.apply(c, now);
-                }
+                // Batches are opened by `drain_mailbox`; one nested here is carried out whole.
+                cmds.into_iter().map(|c| self.apply(c)).sum()
             }
-        }
+        };
+        self.core.producer = Producer::Nobody;
         self.run_notices();
+        work
     }
 
     /// Stops accepting (the listener is closed, so the port is free for a successor).
@@ -876,21 +930,57 @@ impl<H: Handler> Inner<H> {
     }
 }
 
-/// Carries out at most [`MAX_COMMANDS_PER_TURN`] commands from the mailbox; returns
-/// whether it stopped at that bound (more may be waiting). Another loop that keeps
-/// posting cannot keep this one from flushing its output and serving its own sockets.
+/// Carries out commands from the mailbox, at most [`MAX_COMMANDS_PER_TURN`] and
+/// [`MAX_MAILBOX_WORK_PER_TURN`] bytes of work per iteration, opening batches from other
+/// loops command by command; returns whether it stopped at that bound (more may be
+/// waiting). Another loop that keeps posting cannot keep this one from flushing its
+/// output and serving its own sockets. Under `pace` it also stops while a subscriber
+/// one of its commands reached is congested (`Pacing::mailbox_held`); the release sets
+/// `mailbox_released` and draining goes on.
 fn drain_mailbox<H: Handler>(
     mailbox: &Receiver<Command>,
+    batch: &mut Option<std::vec::IntoIter<Command>>,
     inner: &mut Inner<H>,
-    now: Instant,
+    _now: Instant,
 ) -> bool {
-    for _ in 0..MAX_COMMANDS_PER_TURN {
-        match mailbox.try_recv() {
-            Ok(cmd) => inner.apply(cmd, now),
-            Err(_) => return false,
+    let (mut commands, mut work) = (0, 0);
+    let me = inner.core.loop_id as usize;
+    loop {
+        if inner.core.pacing.mailbox_held() && inner.shutdown_deadline.is_none() {
+            return false;
+        }
+        if commands >= MAX_COMMANDS_PER_TURN || work >= MAX_MAILBOX_WORK_PER_TURN {
+            return true;
+        }
+        let cmd = match batch.as_mut().and_then(Iterator::next) {
+            Some(cmd) => cmd,
+            None => {
+                *batch = None;
+                match mailbox.try_recv() {
+                    Ok(Command::Batch(cmds)) => {
+                        *batch = Some(cmds.into_iter());
+                        continue;
+                    }
+                    Ok(cmd) => cmd,
+                    Err(_) => return false,
+                }
+            }
+        };
+        let c = cost(&cmd);
+        work += inner.apply(cmd);
+        commands += 1;
+        let links = &inner.core.handle.shared.links;
+        if links[me].done(c) {
+            // Below the low mark with producers waiting: loops holding connections for
+            // this mailbox look again (handle threads were woken by `done`).
+            for (l, link) in links.iter().enumerate() {
+                if l != me {
+                    link.room_news.store(true, Ordering::Release);
+                    link.wake();
+                }
+            }
         }
     }
-    true
 }
 
 /// The 503 a client past `max_connections` (or at the fd limit) gets.

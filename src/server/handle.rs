@@ -1,79 +1,27 @@
 //! Reaching the loops from outside (and from each other): a [`ServerHandle`] is
-//! `Send + Sync + Clone` and queues commands on a loop's mailbox, then wakes it through
-//! its `mio::Waker` -- at most once until the loop has looked at its mailbox again, so a
-//! burst of commands costs one wake-up (uWebSockets' `Loop::defer` + `Loop::wakeup`).
+//! `Send + Sync + Clone` and queues commands on a loop's mailbox (`mailbox.rs`), then
+//! wakes it through its `mio::Waker` -- at most once until the loop has looked at its
+//! mailbox again, so a burst of commands costs one wake-up (uWebSockets' `Loop::defer` +
+//! `Loop::wakeup`).
 //!
-//! Each loop has one FIFO mailbox, so commands from one thread (or one loop) reach a
-//! loop in the order they were made.
+//! Each loop has one FIFO mailbox, bounded in bytes, so commands from one thread (or one
+//! loop) reach a loop in the order they were made, and a producer learns when it is
+//! ahead of the loop ([`SendStatus`]) and can wait for room
+//! ([`ServerHandle::wait_for_room`]).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-
-use mio::Waker;
+use std::time::{Duration, Instant};
 
 use super::backplane_hook::Hook;
-use super::core::Ctx;
-use super::handler::{ConnId, Payload};
+use super::ctx::Ctx;
+use super::handler::{ConnId, Payload, SendStatus};
+use super::mailbox::{cost, Admission, Command, Link};
 use super::metrics::LoopShared;
 use crate::backplane::BackplaneStats;
 use crate::protocol::frame::{write_server_frame, OpCode};
 
-/// A closure run on a loop's thread.
-pub type Deferred = Box<dyn FnOnce(&mut Ctx<'_>) + Send>;
-
-/// What a loop can be asked to do.
-pub(crate) enum Command {
-    /// Deliver an encoded frame to this loop's subscribers of `topic` (the bytes are
-    /// shared by every loop: encoded once per publish).
-    Publish { topic: Arc<str>, frame: Arc<[u8]> },
-    /// Send an encoded frame to one connection of this loop.
-    Send { conn: ConnId, frame: Arc<[u8]> },
-    /// Start the closing handshake of one connection.
-    Close {
-        conn: ConnId,
-        code: u16,
-        reason: Box<str>,
-    },
-    /// Run a closure on the loop's thread.
-    Defer(Deferred),
-    /// Shut down gracefully.
-    Stop,
-    /// Several of the above, handed over by another loop once per iteration.
-    Batch(Vec<Command>),
-}
-
-/// One loop's mailbox, as seen from other threads.
-pub(crate) struct Link {
-    tx: Sender<Command>,
-    waker: Waker,
-    /// Set by the first command since the loop last emptied its mailbox.
-    woken: AtomicBool,
-}
-
-impl Link {
-    pub(crate) fn new(tx: Sender<Command>, waker: Waker) -> Self {
-        Link {
-            tx,
-            waker,
-            woken: AtomicBool::new(false),
-        }
-    }
-
-    /// Queues `cmd` and wakes the loop unless a wake-up is already pending. The loop
-    /// clears `woken` before it empties the mailbox, so a command queued meanwhile either
-    /// is seen by that emptying or wakes the loop again.
-    pub(crate) fn post(&self, cmd: Command) {
-        if self.tx.send(cmd).is_ok() && !self.woken.swap(true, Ordering::AcqRel) {
-            let _ = self.waker.wake();
-        }
-    }
-
-    /// Called by the loop on a wake-up, before it empties its mailbox.
-    pub(crate) fn clear_woken(&self) {
-        self.woken.store(false, Ordering::Release);
-    }
-}
+pub use super::mailbox::Deferred;
 
 /// What every loop shares: the mailboxes and the process-wide connection count.
 pub(crate) struct Shared {
@@ -121,32 +69,84 @@ impl ServerHandle {
     /// to every other instance (queued, never waited for). The frame is encoded once
     /// and its bytes shared by the loops; messages published from one thread arrive in
     /// the order they were published.
-    pub fn publish(&self, topic: &str, msg: Payload<'_>) {
+    ///
+    /// Returns, for the local loops (the backplane counts its own drops):
+    /// - [`SendStatus::Sent`]: queued on every loop;
+    /// - [`SendStatus::Backpressure`]: queued, but some loop's mailbox is at its high mark
+    ///   (the loop is behind, or, under [`SlowSubscriber::Pace`](super::config::SlowSubscriber::Pace),
+    ///   holds its mailbox for a subscriber that has not drained): call
+    ///   [`ServerHandle::wait_for_room`] before publishing more;
+    /// - [`SendStatus::Dropped`]: not queued anywhere: some loop's mailbox is at
+    ///   `Config::max_mailbox_bytes` (counted in `wsloop_mailbox_dropped_total`).
+    ///
+    /// A producer thread that waits whenever it is told `Backpressure` never sees
+    /// `Dropped` and, under `pace`, loses nothing for a subscriber that reads:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use wsloop::{Payload, SendStatus, ServerHandle};
+    /// fn feed(handle: ServerHandle, ticks: impl Iterator<Item = String>) {
+    ///     for tick in ticks {
+    ///         if handle.publish("ticks", Payload::Text(&tick)) == SendStatus::Backpressure {
+    ///             // Paced: the loops are behind; go on once they have room.
+    ///             while !handle.wait_for_room(Duration::from_secs(1)) {}
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn publish(&self, topic: &str, msg: Payload<'_>) -> SendStatus {
         if let Some(hook) = self.shared.backplane.get() {
             match msg {
                 Payload::Text(t) => hook.publish(topic, OpCode::Text, t.as_bytes()),
                 Payload::Binary(b) => hook.publish(topic, OpCode::Binary, b),
             }
         }
+        // All or nothing: a publish is refused unless every loop has space.
+        if let Some(full) = self.shared.links.iter().find(|l| !l.has_space()) {
+            full.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return SendStatus::Dropped;
+        }
         let frame = encode_shared(msg);
         let topic: Arc<str> = topic.into();
+        let mut status = SendStatus::Sent;
         for link in self.shared.links.iter() {
-            link.post(Command::Publish {
+            let cmd = Command::Publish {
                 topic: topic.clone(),
                 frame: frame.clone(),
-            });
+            };
+            let c = cost(&cmd);
+            link.post_charged(cmd, c);
+            if link.admission() == Admission::Full {
+                status = SendStatus::Backpressure;
+            }
         }
+        status
     }
 
-    /// Sends `msg` to one connection (on whichever loop owns it). Dropped silently if the
-    /// connection has closed meanwhile, or if it is above `max_backpressure` then.
-    pub fn send(&self, conn: ConnId, msg: Payload<'_>) {
-        if let Some(link) = self.shared.links.get(conn.loop_id()) {
-            link.post(Command::Send {
-                conn,
-                frame: encode_shared(msg),
-            });
-        }
+    /// Sends `msg` to one connection (on whichever loop owns it). The status says what
+    /// the loop's mailbox did with it, as for [`ServerHandle::publish`] (`Closed` if there
+    /// is no such loop). The connection's own state is the loop's business: a connection
+    /// that has closed meanwhile gets nothing; one above `max_backpressure` when the
+    /// message arrives drops it (counted in `wsloop_dropped_sends_total`; under `pace`
+    /// the loop holds its mailbox while the connection is above its high watermark, so a
+    /// producer that honours `Backpressure` does not get there).
+    pub fn send(&self, conn: ConnId, msg: Payload<'_>) -> SendStatus {
+        let Some(link) = self.shared.links.get(conn.loop_id()) else {
+            return SendStatus::Closed;
+        };
+        admitted(link.post(Command::Send {
+            conn,
+            frame: encode_shared(msg),
+        }))
+    }
+
+    /// Waits until every loop's mailbox has room: returns at once if each is below its
+    /// high mark, otherwise waits until each is below its low mark. `false` if `timeout`
+    /// passed first (the loops are still behind; try again or give up).
+    pub fn wait_for_room(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.shared.links.iter().all(|l| l.wait_for_room(deadline))
     }
 
     /// Starts the closing handshake of one connection with `code` and `reason`.
@@ -160,11 +160,16 @@ impl ServerHandle {
         }
     }
 
-    /// Runs `f` on loop `loop_id`'s thread, between events (nothing if there is no
-    /// such loop).
-    pub fn defer(&self, loop_id: usize, f: impl FnOnce(&mut Ctx<'_>) + Send + 'static) {
-        if let Some(link) = self.shared.links.get(loop_id) {
-            link.post(Command::Defer(Box::new(f)));
+    /// Runs `f` on loop `loop_id`'s thread, between events. Returns what the loop's
+    /// mailbox did with it, as for [`ServerHandle::publish`] (`Closed`: no such loop).
+    pub fn defer(
+        &self,
+        loop_id: usize,
+        f: impl FnOnce(&mut Ctx<'_>) + Send + 'static,
+    ) -> SendStatus {
+        match self.shared.links.get(loop_id) {
+            Some(link) => admitted(link.post(Command::Defer(Box::new(f)))),
+            None => SendStatus::Closed,
         }
     }
 
@@ -172,7 +177,9 @@ impl ServerHandle {
     /// with 1001 and waits up to the close timeout; then `Server::run` returns.
     pub fn stop(&self) {
         for link in self.shared.links.iter() {
-            link.post(Command::Stop);
+            // Out of band: a mailbox held by pacing (or full) cannot delay it.
+            link.stop.store(true, Ordering::Release);
+            link.wake();
         }
     }
 
@@ -189,5 +196,14 @@ impl ServerHandle {
     /// This instance's tag on the backplane (eight hex digits), if the server has one.
     pub fn instance_tag(&self) -> Option<&str> {
         self.shared.backplane.get().map(Hook::instance_tag)
+    }
+}
+
+/// A mailbox's answer as a [`SendStatus`].
+fn admitted(a: Admission) -> SendStatus {
+    match a {
+        Admission::Queued => SendStatus::Sent,
+        Admission::Full => SendStatus::Backpressure,
+        Admission::Refused => SendStatus::Dropped,
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::protocol::Request;
 
-pub use super::core::Ctx;
+pub use super::ctx::Ctx;
 
 /// Identifies a connection across the whole server: the loop that owns it, its slot, and
 /// a generation, so an id kept after its connection closed never reaches a new
@@ -50,19 +50,37 @@ impl Payload<'_> {
     }
 }
 
-/// What `send` did with a message.
+/// What `send` (or a handle's `publish`) did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendStatus {
-    /// Queued (and, at the end of this loop iteration, written) within the limit; for a
-    /// connection of another loop: handed over to that loop.
+    /// Queued (and, at the end of this loop iteration, written) within the high
+    /// watermark; for a connection of another loop or a handle: taken by the loop's
+    /// mailbox, which is below its high mark.
     Sent,
-    /// Queued, but the connection's unsent bytes are now above `max_backpressure`:
-    /// stop sending until `drain`.
+    /// Queued, but the connection's unsent bytes are now above the high watermark
+    /// (`Config::high_watermark`): stop sending until `drain`. From a handle, or to
+    /// another loop: the mailbox is at its high mark (wait:
+    /// [`ServerHandle::wait_for_room`](super::ServerHandle::wait_for_room)).
     Backpressure,
-    /// Refused: the connection was already above `max_backpressure`.
+    /// Refused: the connection was already above `max_backpressure`, or the mailbox at
+    /// `Config::max_mailbox_bytes`. Counted.
     Dropped,
     /// No such open connection (closed, closing, or never existed).
     Closed,
+}
+
+/// What a [`Ctx::publish`] did on the publishing loop (other loops deliver it when their
+/// mailbox gets to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Subscribers of this loop it was queued for.
+    pub delivered: usize,
+    /// Of those, how many are above the high watermark now: under `pace` they hold the
+    /// publishing connection until they drain; under `close` they are the next to be
+    /// closed if they do not catch up.
+    pub congested: usize,
+    /// Subscribers past `max_backpressure` that were closed with 1008 instead.
+    pub dropped: usize,
 }
 
 /// The answer to an upgrade request.

@@ -149,6 +149,17 @@ scalars! {
     slow_subscribers_closed: Counter, "slow_subscribers_closed_total", "Subscribers closed for falling behind.";
     /// Bytes waiting in connections' write buffers now. Gauge.
     buffered_bytes: Gauge, "buffered_bytes", "Unsent bytes in write buffers now.";
+    /// Publishers held by pacing (a connection's input paused because a subscriber it
+    /// published to is above the high watermark, or a loop's mailbox is full).
+    publishers_paced: Counter, "publishers_paced_total", "Publishers held until their subscribers or another loop caught up.";
+    /// Subscribers above the high watermark under `pace` now. Gauge.
+    congested_subscribers: Gauge, "congested_subscribers", "Subscribers above the high watermark holding their publishers now.";
+    /// Bytes waiting in the loop's mailbox (commands from other loops and threads). Gauge.
+    mailbox_bytes: Gauge, "mailbox_bytes", "Bytes of commands waiting in the loop's mailbox.";
+    /// Topics with at least one subscriber on the loop now. Gauge.
+    topics: Gauge, "topics", "Topics with a subscriber on the loop now.";
+    /// Commands for this loop dropped at its mailbox bound.
+    mailbox_dropped: Counter, "mailbox_dropped_total", "Commands dropped at the loop's mailbox bound.";
 }
 
 fn store_all<const N: usize>(to: &[AtomicU64; N], from: &[u64; N]) {

@@ -10,7 +10,7 @@
 
 use std::any::Any;
 
-use super::core::Ctx;
+use super::ctx::Ctx;
 use super::handler::{ConnId, Handler, Payload, Upgrade, UpgradeRequest};
 use crate::protocol::Request;
 

@@ -3,10 +3,12 @@
 
 use log::debug;
 
-use super::connection::{flags, State};
-use super::core::{Core, Ctx};
+use super::connection::State;
+use super::core::Core;
+use super::ctx::Ctx;
 use super::event_loop::{run_notices, Inner};
 use super::handler::{Handler, Payload};
+use super::pacing::Producer;
 use crate::protocol::close;
 use crate::protocol::deflate::Inflated;
 use crate::protocol::frame::OpCode;
@@ -42,7 +44,12 @@ impl<H: Handler> Inner<H> {
                 Ok(Decoded::Message { consumed, message }) => {
                     off += consumed;
                     let data = self.data.get_mut(idx as usize).and_then(Option::as_mut);
+                    // What the handler publishes now is this connection's doing: pacing
+                    // holds its input if a subscriber it reaches is congested.
+                    self.core.producer = Producer::Conn(idx);
                     dispatch(&mut self.core, &mut self.handler, data, idx, message);
+                    self.core.producer = Producer::Nobody;
+                    self.core.pause_if_above_high(idx);
                     run_notices(&mut self.core, &mut self.handler, &mut self.data);
                 }
                 Err(e) => {
@@ -132,12 +139,10 @@ fn dispatch<H: Handler>(
         }
         (Message::Ping(p), Some(d)) => {
             // Every ping is answered (RFC 6455 §5.5.2). Pongs count against the write
-            // limit: past it, stop reading until drained rather than queue pongs without
-            // bound (at most one pong lands above the limit).
+            // limit like any output the connection causes: above the high watermark
+            // reading stops until drained (`pause_if_above_high`, after this callback)
+            // rather than queue pongs without bound.
             core.queue_frame(idx, OpCode::Pong, p);
-            if core.conns[idx as usize].out.len() > core.config.max_backpressure {
-                core.pause(idx, flags::OUT_PAUSED);
-            }
             handler.ping(&mut Ctx { core }, id, d, p);
         }
         (Message::Pong(p), Some(d)) => handler.pong(&mut Ctx { core }, id, d, p),
