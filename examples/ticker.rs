@@ -15,7 +15,7 @@ use std::fmt::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use wsloop::{Config, ConnId, Ctx, Handler, Payload, Server, Upgrade, UpgradeRequest};
+use wsloop::{Config, ConnId, Ctx, Handler, Payload, SendStatus, Server, Upgrade, UpgradeRequest};
 
 mod common;
 
@@ -80,7 +80,11 @@ fn main() -> std::io::Result<()> {
             }
             text.clear();
             let _ = write!(text, "{n}");
-            handle.publish(TOPIC, Payload::Text(&text));
+            // Backpressure: the loops (or, under the default `pace` policy, a subscriber)
+            // are behind; wait for room instead of piling up or losing ticks.
+            if handle.publish(TOPIC, Payload::Text(&text)) == SendStatus::Backpressure {
+                while !handle.wait_for_room(Duration::from_secs(1)) {}
+            }
         }
         eprintln!("published {count} in {:?}", start.elapsed());
     });

@@ -2,8 +2,10 @@
 # The whole test suite, on a clean machine: installs what the tests need (Python
 # `websockets` + pytest, Node `ws` + `playwright-core`, Debian's chromium and
 # redis-server, which the backplane tests start on a free port), then runs
-# the Rust unit, property, conformance, hostile and interop tests, the Python and Node
-# interop tests and the browser tests, and a 2-minute soak (scripts/soak.sh). Exits non-zero if anything fails.
+# the Rust unit, property, conformance, hostile and interop tests (every target, even
+# after one fails) and the doctests, the Python and Node interop tests and the browser
+# tests, and a 2-minute soak (scripts/soak.sh). Exits non-zero if anything fails; the
+# summary names each failing group and each failing Rust test target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +39,7 @@ export WSLOOP_BIN="$ROOT/target/debug/wsloop"
 
 failed=0
 passed=0
+failures=()
 run() {
   step "$*"
   if "$@"; then
@@ -44,10 +47,28 @@ run() {
   else
     echo "FAILED: $*" >&2
     failed=$((failed + 1))
+    failures+=("$*")
   fi
 }
 
-run cargo test --locked --all-targets
+# Every Rust test target runs even when one fails (--no-fail-fast); the summary names
+# each failing target, from cargo's own list.
+cargo_tests() {
+  local log="$ROOT/target/test-cargo.log"
+  # Run as an `if` condition by `run`, so a failure here does not end the script.
+  cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  if [ "$rc" != 0 ]; then
+    # cargo ends with "error: N targets failed:" and one "`--test name`" line each.
+    local t
+    while read -r t; do failures+=("cargo test $t"); done < <(
+      sed -n '/targets\? failed:/,$p' "$log" | grep -o '`[^`]*`' | tr -d '`')
+  fi
+  return "$rc"
+}
+
+run cargo_tests
+run cargo test --locked --doc
 # Two minutes of soak on the debug binaries built above (churn, faults, fd/RSS baselines;
 # scripts/soak.sh for the criteria); its samples, plot and client logs stay in target/soak/ci.
 run env SOAK_PROFILE=debug SOAK_NO_BUILD=1 SOAK_OUT="$ROOT/target/soak/ci" scripts/soak.sh 120s
@@ -61,4 +82,7 @@ fi
 
 echo
 echo "groups: $passed passed, $failed failed"
+for f in "${failures[@]}"; do
+  echo "  failed: $f"
+done
 [ "$failed" -eq 0 ]

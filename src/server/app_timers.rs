@@ -1,6 +1,11 @@
 //! Timers for applications ([`Ctx::set_timer`](super::Ctx::set_timer),
 //! [`Ctx::set_loop_timer`](super::Ctx::set_loop_timer)), on the loop's coarse tick
 //! (100 ms): a heap ordered by due tick, then by the order they were set.
+//!
+//! Bounded: at most [`MAX_APP_TIMERS`] pending per loop (past it `set_timer` refuses and
+//! says so), and at most [`MAX_TIMERS_PER_TURN`] fired per loop iteration (the rest fire
+//! in the next one, which the loop starts without sleeping), so a handler that sets a
+//! timer per message cannot grow the heap without end or stall the loop at one tick.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -17,6 +22,12 @@ pub(crate) struct AppTimer {
     pub token: u64,
 }
 
+/// Pending application timers per loop (about 40 bytes each: 40 MiB at the bound).
+pub const MAX_APP_TIMERS: usize = 1 << 20;
+
+/// Application timers fired per loop iteration.
+pub const MAX_TIMERS_PER_TURN: usize = 4096;
+
 #[derive(Debug, Default)]
 pub(crate) struct AppTimers {
     heap: BinaryHeap<Reverse<AppTimer>>,
@@ -24,7 +35,11 @@ pub(crate) struct AppTimers {
 }
 
 impl AppTimers {
-    pub fn add(&mut self, deadline: u32, conn: Option<ConnId>, token: u64) {
+    /// Files a timer; false (nothing filed) at [`MAX_APP_TIMERS`].
+    pub fn add(&mut self, deadline: u32, conn: Option<ConnId>, token: u64) -> bool {
+        if self.heap.len() >= MAX_APP_TIMERS {
+            return false;
+        }
         self.seq += 1;
         self.heap.push(Reverse(AppTimer {
             deadline,
@@ -32,6 +47,7 @@ impl AppTimers {
             conn,
             token,
         }));
+        true
     }
 
     /// The earliest due tick, if any timer is pending.

@@ -161,17 +161,21 @@ impl Ctx<'_> {
     /// Calls [`Handler::timer`](super::Handler::timer) for `conn` with `token` after
     /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h), if the connection
     /// is still open then. Timers cannot be cancelled: ignore a stale `token` instead.
-    pub fn set_timer(&mut self, conn: ConnId, delay: Duration, token: u64) {
-        if self.core.slot(conn).is_some() {
-            let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMEOUT));
-            self.core.timers.add(due, Some(conn), token);
+    /// False if nothing was set: no such connection, or the loop already holds
+    /// 2^20 pending timers (`app_timers::MAX_APP_TIMERS`).
+    pub fn set_timer(&mut self, conn: ConnId, delay: Duration, token: u64) -> bool {
+        if self.core.slot(conn).is_none() {
+            return false;
         }
+        let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMEOUT));
+        self.core.timers.add(due, Some(conn), token)
     }
 
     /// Calls [`Handler::loop_timer`](super::Handler::loop_timer) with `token` after
-    /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h).
-    pub fn set_loop_timer(&mut self, delay: Duration, token: u64) {
+    /// `delay` (rounded up to the loop's 100 ms tick; at most 24 h). False if the loop
+    /// already holds 2^20 pending timers.
+    pub fn set_loop_timer(&mut self, delay: Duration, token: u64) -> bool {
         let due = self.core.now + Wheel::ticks(delay.min(MAX_TIMEOUT));
-        self.core.timers.add(due, None, token);
+        self.core.timers.add(due, None, token)
     }
 }

@@ -65,10 +65,14 @@ impl<H: Handler> Inner<H> {
         }
     }
 
-    /// Calls the application timers that came due.
+    /// Calls the application timers that came due, at most `MAX_TIMERS_PER_TURN` (the
+    /// rest are still due, so the next poll does not sleep).
     pub(super) fn fire_app_timers(&mut self) {
         let now = self.core.now;
-        while let Some(t) = self.core.timers.pop_due(now) {
+        for _ in 0..super::app_timers::MAX_TIMERS_PER_TURN {
+            let Some(t) = self.core.timers.pop_due(now) else {
+                break;
+            };
             match t.conn {
                 Some(conn) => {
                     let Some(idx) = self.core.slot(conn) else {
