@@ -408,9 +408,11 @@ impl Core {
     /// A connection cannot cause more output than it takes: once its own unsent output
     /// is above the high watermark (after offering it to the kernel), its input is not
     /// read until the output drains to the low watermark. Called after each message.
+    #[inline]
     pub(crate) fn pause_if_above_high(&mut self, idx: u32) {
         let high = self.high;
-        if self.conns[idx as usize].is_open() && self.above_high_after_flush(idx, high) {
+        let c = &self.conns[idx as usize];
+        if c.out.len() > high && c.is_open() && self.above_high_after_flush(idx, high) {
             self.pause(idx, flags::OUT_PAUSED);
         }
     }

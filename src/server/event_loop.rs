@@ -852,11 +852,11 @@ impl<H: Handler> Inner<H> {
     fn end_of_iteration(&mut self, now: Instant) {
         self.expire_timers();
         self.fire_app_timers();
-        self.core.sweep_congested();
-        if self.core.pacing.waits_on_loops() {
+        if self.core.pacing.needs_sweep() || self.core.pacing.waits_on_loops() {
+            self.core.sweep_congested();
             self.core.check_loops();
+            self.run_notices();
         }
-        self.run_notices();
         // The cork: one write per connection for everything gathered this iteration.
         while !self.core.dirty.is_empty() {
             let dirty = std::mem::take(&mut self.core.dirty);

@@ -71,6 +71,8 @@ pub(crate) struct Pacing {
     mailbox_waits: u32,
     /// Producers (slot, generation) held on another loop's full mailbox, by loop.
     on_loops: Vec<Vec<(u32, u32)>>,
+    /// Entries in `on_loops` (checked once per iteration, so kept as a count).
+    on_loops_len: usize,
     /// The mailbox was released: the loop should read it again.
     pub mailbox_released: bool,
 }
@@ -95,13 +97,15 @@ impl Pacing {
     }
 
     /// Whether a sweep is due each tick (something is congested).
+    #[inline]
     pub fn needs_sweep(&self) -> bool {
         !self.congested.is_empty()
     }
 
     /// Whether producers wait for other loops' mailboxes.
+    #[inline]
     pub fn waits_on_loops(&self) -> bool {
-        self.on_loops.iter().any(|w| !w.is_empty())
+        self.on_loops_len > 0
     }
 }
 
@@ -216,6 +220,9 @@ impl Core {
     pub(crate) fn forget_pacing(&mut self, idx: u32) {
         self.uncongest(idx);
         let c = &mut self.conns[idx as usize];
+        if !c.has(flags::PACED) {
+            return; // held producers carry the flag, so nothing to forget
+        }
         c.flags &= !flags::PACED;
         if self
             .pacing
@@ -238,6 +245,7 @@ impl Core {
             return;
         }
         self.pacing.on_loops[l].push((p, generation));
+        self.pacing.on_loops_len += 1;
         self.hold(p);
         self.handle.shared.links[l].want_room();
     }
@@ -253,7 +261,9 @@ impl Core {
                 link.want_room();
                 continue;
             }
-            for (p, g) in std::mem::take(&mut self.pacing.on_loops[l]) {
+            let waiting = std::mem::take(&mut self.pacing.on_loops[l]);
+            self.pacing.on_loops_len -= waiting.len();
+            for (p, g) in waiting {
                 self.unhold(p, g);
             }
         }

@@ -235,7 +235,8 @@ impl Core {
                 None => self.queue_bytes(idx, frame),
             }
             report.delivered += 1;
-            if self.above_high_after_flush(idx, high) {
+            // The common case (below the high watermark) costs one comparison.
+            if self.conns[idx as usize].out.len() > high && self.above_high_after_flush(idx, high) {
                 report.congested += 1;
                 if pace {
                     self.note_congested(idx);
