@@ -60,6 +60,10 @@ impl Handler for Room {
             Payload::Text(t) if t.starts_with("echo ") => {
                 ctx.send(conn, msg);
             }
+            Payload::Text(t) if t.starts_with("sub ") => {
+                ctx.subscribe(conn, &t[4..]);
+                ctx.send(conn, msg);
+            }
             _ => {
                 ctx.publish("t", msg);
             }
@@ -443,4 +447,44 @@ fn a_flood_from_another_loop_does_not_stall_an_unrelated_client() {
         worst < Duration::from_millis(800),
         "worst round trip {worst:?} during a flood from the other loop"
     );
+}
+
+/// The topic table holds only topics with a subscriber: a topic per user (here 1 000 on
+/// one connection) is freed when its last subscriber leaves.
+#[test]
+fn topics_are_freed_with_their_last_subscriber() {
+    let server = start(Config {
+        threads: 1,
+        ..Config::default()
+    });
+    let (mut ws, _) = connect(server.addr);
+    for k in 0..1000 {
+        ws.send(Message::text(format!("sub user-{k}"))).unwrap();
+    }
+    for k in 0..1000 {
+        let want = format!("sub user-{k}");
+        match ws.read().expect("read") {
+            Message::Text(t) if t.as_str() == want => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Metrics are published once per loop iteration; the echo above came after all of
+    // them were subscribed, so the next scrape (a later iteration) sees all 1 001.
+    let until = |want: f64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = metric(&scrape(server.addr), "wsloop_topics");
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wsloop_topics {got}, want {want}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until(1001.0);
+    drop(ws);
+    until(0.0);
 }

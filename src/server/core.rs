@@ -247,21 +247,37 @@ impl Core {
     }
 
     /// Appends raw bytes (an HTTP response, a pre-encoded frame).
-    pub fn queue_bytes(&mut self, idx: u32, bytes: &[u8]) {
+    /// Returns the connection's unsent bytes afterwards. One slab lookup: this is the
+    /// per-subscriber step of every publish.
+    #[inline]
+    pub fn queue_bytes(&mut self, idx: u32, bytes: &[u8]) -> usize {
+        let low = self.config.low_watermark;
         let c = &mut self.conns[idx as usize];
         c.out.append(&mut self.pool).extend_from_slice(bytes);
         self.metrics.buffered_bytes += bytes.len() as u64;
-        self.after_queue(idx);
+        let len = c.out.len();
+        if len > low {
+            c.flags |= flags::ABOVE_LOW;
+        }
+        if !c.has(flags::DIRTY) {
+            c.flags |= flags::DIRTY;
+            self.dirty.push(idx);
+        }
+        len
     }
 
+    /// Marks the connection's output for the flush (and `drain`, past the low watermark);
+    /// returns its unsent bytes.
     #[inline]
-    pub(crate) fn after_queue(&mut self, idx: u32) {
+    pub(crate) fn after_queue(&mut self, idx: u32) -> usize {
         let low = self.config.low_watermark;
         let c = &mut self.conns[idx as usize];
-        if c.out.len() > low {
+        let len = c.out.len();
+        if len > low {
             c.flags |= flags::ABOVE_LOW;
         }
         self.mark_dirty(idx);
+        len
     }
 
     /// Ends the connection's turn for this iteration: it has input left (held, or in the

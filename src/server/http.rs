@@ -101,7 +101,12 @@ impl<H: Handler> Inner<H> {
         }
         self.rbuf = rbuf;
         if upgraded {
+            // What `open` publishes (a join notice) is this connection's doing: under
+            // `pace` a congested room holds the newcomer's input, not the room.
+            self.core.producer = super::pacing::Producer::Conn(idx);
             self.with_data(idx, |h, ctx, id, d| h.open(ctx, id, d));
+            self.core.producer = super::pacing::Producer::Nobody;
+            self.core.pause_if_above_high(idx);
             self.run_notices();
             // Frames pipelined behind the upgrade request.
             if !self.core.conns[idx as usize].rx.is_empty() {

@@ -230,13 +230,13 @@ impl Core {
                 slow.push(idx);
                 continue;
             }
-            match deflate.as_deref_mut() {
+            let len = match deflate.as_deref_mut() {
                 Some(z) => self.queue_published(z, idx, frame),
                 None => self.queue_bytes(idx, frame),
-            }
+            };
             report.delivered += 1;
             // The common case (below the high watermark) costs one comparison.
-            if self.conns[idx as usize].out.len() > high && self.above_high_after_flush(idx, high) {
+            if len > high && self.above_high_after_flush(idx, high) {
                 report.congested += 1;
                 if pace {
                     self.note_congested(idx);
@@ -286,7 +286,9 @@ impl Core {
                 self.queue_published(&mut z, id.index, frame);
                 self.deflate = Some(z);
             }
-            None => self.queue_bytes(id.index, frame),
+            None => {
+                self.queue_bytes(id.index, frame);
+            }
         }
         if self.above_high_after_flush(id.index, self.high) {
             if self.config.slow_subscriber == SlowSubscriber::Pace {
@@ -300,7 +302,7 @@ impl Core {
 
     /// Appends an encoded frame for one connection, compressed if it agreed to
     /// permessage-deflate.
-    fn queue_published(&mut self, z: &mut LoopDeflate, idx: u32, frame: &[u8]) {
+    fn queue_published(&mut self, z: &mut LoopDeflate, idx: u32, frame: &[u8]) -> usize {
         let c = &mut self.conns[idx as usize];
         let before = c.out.len();
         let out = c.out.append(&mut self.pool);
@@ -308,7 +310,7 @@ impl Core {
             out.extend_from_slice(frame);
         }
         self.metrics.buffered_bytes += (c.out.len() - before) as u64;
-        self.after_queue(idx);
+        self.after_queue(idx)
     }
 
     /// Hands each other loop what this iteration gathered for it, one batch and at most
