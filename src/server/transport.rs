@@ -41,8 +41,14 @@ const ALERT_DECODE_ERROR: u8 = 50;
 const ALERT_HANDSHAKE_FAILURE: u8 = 40;
 
 /// Input read and discarded before answering plain HTTP on a TLS port, so that closing
-/// does not reset the connection over unread bytes before the client reads the 400.
+/// does not reset the connection over unread bytes before the client reads the 400. The
+/// same bound applies to input read and dropped after the peer's close_notify.
 const PLAIN_HTTP_DRAIN: usize = 16 << 10;
+
+/// Ciphertext a connection may send before its handshake is complete, unless
+/// [`Transport::set_handshake_limit`] says otherwise: the default `max_header_size`, the
+/// bound a plain connection's request head has.
+pub const DEFAULT_HANDSHAKE_LIMIT: usize = 8 << 10;
 
 const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
@@ -99,6 +105,19 @@ pub struct TlsStream {
     conn: ServerConnection,
     /// No byte has come in yet: the first one tells TLS from plain HTTP.
     first_read: bool,
+    /// Ciphertext rustls may take while the handshake is not complete, and what it took.
+    /// rustls itself joins a handshake message of up to 64 KiB (and grows its buffer to
+    /// match); reading at most this much before the handshake ends keeps what a
+    /// half-finished handshake holds within the bound a request head has.
+    hs_limit: u32,
+    hs_read: u32,
+    /// The peer's close_notify has been processed (from rustls' `IoState`).
+    peer_closed: bool,
+    /// `read` has reported the close_notify (`Ok(0)`) once; later reads drop input until
+    /// the TCP FIN, as a plain socket's reads do in the loop's Linger state.
+    eof_reported: bool,
+    /// Our close_notify in answer was queued by [`Transport::answer_close_notify`].
+    answered: bool,
 }
 
 impl Transport {
@@ -110,7 +129,54 @@ impl Transport {
             sock,
             conn,
             first_read: true,
+            hs_limit: DEFAULT_HANDSHAKE_LIMIT as u32,
+            hs_read: 0,
+            peer_closed: false,
+            eof_reported: false,
+            answered: false,
         })))
+    }
+
+    /// Bounds the ciphertext read before the handshake is complete (the loop passes
+    /// `max_header_size`). Past it the connection fails with a `decode_error` alert, as for
+    /// a handshake message over rustls' own 64 KiB bound. A client's whole handshake
+    /// input (its ClientHello, 0.3 to 2 KiB from browsers and TLS libraries, and its
+    /// Finished) must fit. No-op for plain sockets.
+    #[inline]
+    pub fn set_handshake_limit(&mut self, bytes: usize) {
+        if let Transport::Tls(t) = self {
+            t.hs_limit = bytes.min(u32::MAX as usize) as u32;
+        }
+    }
+
+    /// The peer's close_notify has arrived (always false for plain sockets). The
+    /// plaintext before it is handed out by `read` first; then `read` says `Ok(0)`.
+    #[inline]
+    pub fn peer_closed(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.peer_closed,
+        }
+    }
+
+    /// For a connection dropped after the peer's close_notify with nothing else owed:
+    /// answers it with ours (RFC 8446 §6.1) and a FIN, best effort, then reads and drops
+    /// (bounded) what the peer sent after its close_notify, so that closing the socket
+    /// does not reset the connection over unread bytes before our alert arrives. Does
+    /// nothing twice, nor for plain sockets, nor before the peer's close_notify.
+    pub fn answer_close_notify(&mut self) {
+        let Transport::Tls(t) = self else {
+            return;
+        };
+        if !t.peer_closed || t.answered {
+            return;
+        }
+        t.answered = true;
+        t.conn.send_close_notify();
+        if t.flush_tls().is_ok() {
+            let _ = t.sock.shutdown(std::net::Shutdown::Write);
+        }
+        let _ = t.drain_input(&mut [0u8; 4096]);
     }
 
     /// The socket, for registration, `set_nodelay`, `peer_addr` or a plain shutdown.
@@ -279,15 +345,20 @@ impl Write for Sink<'_> {
     }
 }
 
-/// The socket as rustls' reader for the very first read, which looks at the first byte.
-struct FirstRead<'a> {
+/// The socket as rustls' reader while the handshake is not complete: at most `cap` bytes
+/// (what is left of the handshake's bound), and on the very first read a look at the
+/// first byte.
+struct HandshakeRead<'a> {
     sock: &'a mut TcpStream,
+    cap: usize,
+    first: bool,
 }
 
-impl Read for FirstRead<'_> {
+impl Read for HandshakeRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.sock.read(buf)?;
-        if n > 0 && buf[0].is_ascii_uppercase() {
+        let n = buf.len().min(self.cap);
+        let n = self.sock.read(&mut buf[..n])?;
+        if self.first && n > 0 && buf[0].is_ascii_uppercase() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 TlsFailure::PlainHttp,
@@ -316,22 +387,52 @@ impl TlsStream {
         Ok(true)
     }
 
-    /// One socket read into rustls' record buffer (at most a few KiB).
+    /// One socket read into rustls' record buffer (at most a few KiB). While the
+    /// handshake is not complete, at most what is left of the handshake's bound; none
+    /// left is an `InvalidData` error without a [`TlsFailure`] (as for rustls' own bound),
+    /// which `read` answers with an alert.
     fn read_tls(&mut self) -> io::Result<usize> {
-        if !self.first_read {
+        if !self.conn.is_handshaking() {
             return self.conn.read_tls(&mut self.sock);
         }
-        let r = self.conn.read_tls(&mut FirstRead {
+        let cap = self.hs_limit.saturating_sub(self.hs_read) as usize;
+        if cap == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handshake over its bound",
+            ));
+        }
+        let r = self.conn.read_tls(&mut HandshakeRead {
             sock: &mut self.sock,
+            cap,
+            first: self.first_read,
         });
         match &r {
-            Ok(_) => self.first_read = false,
+            Ok(n) => {
+                self.first_read = false;
+                self.hs_read += *n as u32;
+            }
             Err(e) if matches!(TlsFailure::of(e), Some(TlsFailure::PlainHttp)) => {
                 self.refuse_plain_http();
             }
             Err(_) => {}
         }
         r
+    }
+
+    /// Reads and drops input, at most [`PLAIN_HTTP_DRAIN`] bytes. `Ok(0)`: the peer's FIN
+    /// came; `Err(WouldBlock)`: none left for now, or the bound was reached.
+    fn drain_input(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+        let mut drained = 0;
+        while drained < PLAIN_HTTP_DRAIN {
+            match self.sock.read(scratch) {
+                Ok(0) => return Ok(0),
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     /// Answers an HTTP request on the TLS port in plain text, then ends our side. Best
@@ -356,7 +457,8 @@ impl TlsStream {
     /// go to the socket at once (what the kernel refuses stays queued: `wants_write`).
     fn process(&mut self) -> io::Result<()> {
         match self.conn.process_new_packets() {
-            Ok(_) => {
+            Ok(io) => {
+                self.peer_closed = io.peer_has_closed();
                 if self.conn.wants_write() {
                     self.flush_tls()?;
                 }
@@ -368,10 +470,18 @@ impl TlsStream {
 
     /// Sends the alert for `e` and makes the error the loop sees. rustls queues the alert
     /// for most errors; for the few it does not (a handshake message over its 64 KiB
-    /// bound), a plaintext alert is written while no version has been chosen, i.e.
-    /// before any key exists (RFC 8446 §6: alerts before ServerHello are in the clear).
+    /// bound or over ours), a plaintext alert is written while our records are still in
+    /// the clear: before any version is chosen (RFC 8446 §6: alerts before ServerHello
+    /// are), or during a TLS 1.2 handshake (keys start with our ChangeCipherSpec, which
+    /// follows the client's Finished). An alert received is not answered with one: the
+    /// peer has closed (RFC 8446 §6.2).
     fn fail(&mut self, e: rustls::Error) -> io::Error {
-        if !self.conn.wants_write() && self.conn.protocol_version().is_none() {
+        let clear = match self.conn.protocol_version() {
+            None => true,
+            Some(v) => v == rustls::ProtocolVersion::TLSv1_2 && self.conn.is_handshaking(),
+        };
+        let received = matches!(e, rustls::Error::AlertReceived(_));
+        if !received && !self.conn.wants_write() && clear {
             let description = match e {
                 rustls::Error::InvalidMessage(_) => ALERT_DECODE_ERROR,
                 _ => ALERT_HANDSHAKE_FAILURE,
@@ -389,12 +499,23 @@ impl TlsStream {
         if buf.is_empty() {
             return Ok(0);
         }
+        if self.eof_reported {
+            // rustls reads nothing after a close_notify: input is dropped here instead,
+            // so the peer's FIN is still seen (and a chatty peer cannot fill the socket).
+            return self.drain_input(buf);
+        }
         let mut filled = 0;
         loop {
             // Plaintext first: rustls holds at most 16 KiB of it, and `read_tls` refuses
             // to read while that is full.
             match self.conn.reader().read(&mut buf[filled..]) {
-                Ok(0) => return Ok(filled), // close_notify received
+                // close_notify received, and all plaintext before it handed out. Data
+                // first; the loop reads again when `peer_closed` (see tls_loop).
+                Ok(0) if filled > 0 => return Ok(filled),
+                Ok(0) => {
+                    self.eof_reported = true;
+                    return Ok(0);
+                }
                 Ok(n) => {
                     filled += n;
                     if filled == buf.len() {
