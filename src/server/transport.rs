@@ -50,6 +50,9 @@ const PLAIN_HTTP_DRAIN: usize = 16 << 10;
 /// bound a plain connection's request head has.
 pub const DEFAULT_HANDSHAKE_LIMIT: usize = 8 << 10;
 
+/// Bytes read from the socket per step while handshaking (rustls' own read size).
+const HANDSHAKE_READ: usize = 4096;
+
 const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 Content-Type: text/plain; charset=utf-8\r\n\
 Content-Length: 51\r\n\
@@ -395,29 +398,42 @@ impl TlsStream {
         if !self.conn.is_handshaking() {
             return self.conn.read_tls(&mut self.sock);
         }
-        let cap = self.hs_limit.saturating_sub(self.hs_read) as usize;
-        if cap == 0 {
+        let left = self.hs_limit.saturating_sub(self.hs_read) as usize;
+        if left == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "handshake over its bound",
             ));
         }
-        let r = self.conn.read_tls(&mut HandshakeRead {
+        // Through a scratch buffer: rustls grows its record buffer by 4 KiB before every
+        // read it is asked to make, also the last one that only finds the socket empty;
+        // so only bytes that came are handed to it, and its buffer stays about the size
+        // of what the handshake sent (not twice that).
+        let mut scratch = [0u8; HANDSHAKE_READ];
+        let mut sock = HandshakeRead {
             sock: &mut self.sock,
-            cap,
+            cap: left,
             first: self.first_read,
-        });
-        match &r {
-            Ok(n) => {
-                self.first_read = false;
-                self.hs_read += *n as u32;
+        };
+        let n = match sock.read(&mut scratch) {
+            Ok(n) => n,
+            Err(e) => {
+                if matches!(TlsFailure::of(&e), Some(TlsFailure::PlainHttp)) {
+                    self.refuse_plain_http();
+                }
+                return Err(e);
             }
-            Err(e) if matches!(TlsFailure::of(e), Some(TlsFailure::PlainHttp)) => {
-                self.refuse_plain_http();
+        };
+        self.first_read = false;
+        self.hs_read += n as u32;
+        let mut rest = &scratch[..n];
+        // EOF (n == 0) is handed over too: rustls then tells truncation from close_notify.
+        loop {
+            // `Ok(0)` with bytes left: rustls takes no more (after a close_notify).
+            if self.conn.read_tls(&mut rest)? == 0 || rest.is_empty() {
+                return Ok(n);
             }
-            Err(_) => {}
         }
-        r
     }
 
     /// Reads and drops input, at most [`PLAIN_HTTP_DRAIN`] bytes. `Ok(0)`: the peer's FIN
