@@ -72,7 +72,12 @@ fn read_to_end(s: &mut Tls, timeout: Duration) -> (Vec<u8>, End) {
             Ok(0) => return (got, End::CloseNotify),
             Ok(n) => got.extend_from_slice(&b[..n]),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return (got, End::Truncated),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return (got, End::Open)
             }
             Err(e) => return (got, End::Error(e.to_string())),
@@ -287,10 +292,16 @@ fn close_notify_behind_data_in_the_same_read_is_seen_at_once() {
 
         // HTTP: a request and close_notify in one write, on a keep-alive connection.
         let mut s = tls_client(server.addr, certs.client_config(&[v]));
-        send_close_notify(&mut s, b"GET /style.css HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        send_close_notify(
+            &mut s,
+            b"GET /style.css HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        );
         let (got, end) = read_to_end(&mut s, quick);
         assert_eq!(end, End::CloseNotify, "{name}: http");
-        assert!(got.starts_with(b"HTTP/1.1 200"), "{name}: the response first");
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{name}: the response first"
+        );
     }
 }
 
@@ -353,8 +364,14 @@ fn alerts_mid_handshake_end_the_connection_at_once() {
     let server = start(&certs, "echo", &[]);
     for (name, v) in VERSIONS {
         for (alert_name, alert) in [
-            ("fatal handshake_failure", [0x15u8, 0x03, 0x03, 0x00, 0x02, 0x02, 40]),
-            ("fatal user_canceled", [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 90]),
+            (
+                "fatal handshake_failure",
+                [0x15u8, 0x03, 0x03, 0x00, 0x02, 0x02, 40],
+            ),
+            (
+                "fatal user_canceled",
+                [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 90],
+            ),
         ] {
             let mut s = raw_client(server.addr);
             s.write_all(&client_hello(certs.client_config(&[v])))
@@ -464,7 +481,10 @@ fn records_split_byte_by_byte() {
         while s.conn.wants_write() {
             s.conn.write_tls(&mut s.sock).unwrap();
         }
-        s.sock.0.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+        s.sock
+            .0
+            .set_read_timeout(Some(Duration::from_secs(4)))
+            .unwrap();
         let mut b = [0u8; 64];
         assert_eq!(s.read(&mut b).unwrap(), 0, "{name}: close_notify answered");
     }
