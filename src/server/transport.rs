@@ -121,6 +121,52 @@ pub struct TlsStream {
     eof_reported: bool,
     /// Our close_notify in answer was queued by [`Transport::answer_close_notify`].
     answered: bool,
+    /// Record boundaries of what the handshake read, to see a close_notify sent in the
+    /// clear mid-handshake: rustls ignores one as a TLS 1.2 warning (it only honours
+    /// close_notify once application data may flow), which would leave the connection
+    /// open until the handshake deadline.
+    scan: RecordScan,
+}
+
+/// Follows TLS record boundaries (RFC 8446 §5.1) through a byte stream fed in pieces and
+/// notes a plaintext close_notify alert: a record of type 21 with the 2 bytes
+/// warning(1), close_notify(0). An encrypted alert has type 23 in TLS 1.3 and a longer
+/// body in TLS 1.2, so only alerts in the clear match. Cost: linear in the bytes fed,
+/// record bodies skipped whole.
+#[derive(Debug, Default)]
+struct RecordScan {
+    /// The current record's header, and for a 2-byte alert its body (7 bytes at most).
+    head: [u8; 7],
+    have: u8,
+    /// Body bytes of the current record still to skip.
+    skip: u32,
+    close_notify: bool,
+}
+
+impl RecordScan {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let k = data.len().min(self.skip as usize);
+                self.skip -= k as u32;
+                data = &data[k..];
+                continue;
+            }
+            self.head[self.have as usize] = data[0];
+            self.have += 1;
+            data = &data[1..];
+            if self.have == 5 {
+                let len = u16::from_be_bytes([self.head[3], self.head[4]]);
+                if !(self.head[0] == 0x15 && len == 2) {
+                    self.skip = len as u32;
+                    self.have = 0;
+                }
+            } else if self.have == 7 {
+                self.close_notify |= self.head[5] == 1 && self.head[6] == 0;
+                self.have = 0;
+            }
+        }
+    }
 }
 
 impl Transport {
@@ -137,6 +183,7 @@ impl Transport {
             peer_closed: false,
             eof_reported: false,
             answered: false,
+            scan: RecordScan::default(),
         })))
     }
 
@@ -426,6 +473,7 @@ impl TlsStream {
         };
         self.first_read = false;
         self.hs_read += n as u32;
+        self.scan.feed(&scratch[..n]);
         let mut rest = &scratch[..n];
         // EOF (n == 0) is handed over too: rustls then tells truncation from close_notify.
         loop {
@@ -474,7 +522,10 @@ impl TlsStream {
     fn process(&mut self) -> io::Result<()> {
         match self.conn.process_new_packets() {
             Ok(io) => {
-                self.peer_closed = io.peer_has_closed();
+                // rustls processed everything before a close_notify seen mid-handshake
+                // without failing: the client ends the handshake (see `RecordScan`).
+                self.peer_closed =
+                    io.peer_has_closed() || (self.scan.close_notify && self.conn.is_handshaking());
                 if self.conn.wants_write() {
                     self.flush_tls()?;
                 }
@@ -545,7 +596,15 @@ impl TlsStream {
             }
             match self.read_tls() {
                 // EOF: process anyway, so the reader reports close_notify vs truncation.
-                Ok(_) => self.process()?,
+                Ok(_) => {
+                    self.process()?;
+                    // A close_notify in the clear mid-handshake: EOF for the loop, which
+                    // answers it (rustls' close_notify is in the clear too, until keys).
+                    if self.peer_closed && self.conn.is_handshaking() {
+                        self.eof_reported = true;
+                        return Ok(0);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return if filled > 0 { Ok(filled) } else { Err(e) };
                 }
@@ -646,6 +705,28 @@ mod tests {
         let other = io::Error::new(io::ErrorKind::InvalidData, "x");
         assert!(TlsFailure::of(&other).is_none());
         assert!(TlsFailure::of(&io::ErrorKind::WouldBlock.into()).is_none());
+    }
+
+    #[test]
+    fn record_scan_sees_a_clear_close_notify_however_split() {
+        let hello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00];
+        let warning = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 90];
+        let close = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0];
+        // A TLS 1.2 encrypted alert: type 21, a longer body that happens to hold 1, 0.
+        let sealed = [0x15, 0x03, 0x03, 0x00, 0x03, 0x01, 0x00, 0x00];
+        let stream = [&hello[..], &sealed, &warning, &close].concat();
+        for cut in 1..stream.len() {
+            let mut s = RecordScan::default();
+            for piece in stream.chunks(cut) {
+                s.feed(piece);
+            }
+            assert!(s.close_notify, "split every {cut} bytes");
+            let mut s = RecordScan::default();
+            for piece in stream[..stream.len() - close.len()].chunks(cut) {
+                s.feed(piece);
+            }
+            assert!(!s.close_notify, "no close_notify, split every {cut} bytes");
+        }
     }
 
     #[test]
