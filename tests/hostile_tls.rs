@@ -532,6 +532,45 @@ fn half_client_hello_past_max_header_size_is_refused_with_an_alert() {
     echo(&mut ws, "normal handshakes fit");
 }
 
+/// A first record longer than TLS allows (RFC 8446 §5.1: 2^14 bytes of plaintext), and
+/// a ClientHello dribbled in records of one byte each whose total passes the bound: both
+/// are refused with a fatal alert in the clear, after reading no more than the bound.
+#[test]
+fn oversized_or_endless_handshake_records_are_refused() {
+    let certs = Certs::new();
+    let server = start(&certs, "echo", &[]);
+    let mut s = raw_client(server.addr);
+    let mut record = vec![0x16, 0x03, 0x01, 0x48, 0x01, 0x01];
+    record.resize(4096, 0x41);
+    s.write_all(&record).unwrap();
+    let got = raw_to_end(&mut s, Duration::from_secs(4)).expect("still open");
+    let alerts = clear_alerts(&got);
+    assert!(
+        alerts.len() == 1 && alerts[0].0 == 2,
+        "oversized record: a fatal alert expected, got {alerts:?}"
+    );
+    // A handshake message announcing 60 000 bytes, one byte per record (6 bytes each on
+    // the wire): 8 KiB of records is past the bound long before the message is whole.
+    let mut s = raw_client(server.addr);
+    let msg: Vec<u8> = [0x01, 0x00, 0xea, 0x60]
+        .into_iter()
+        .chain(std::iter::repeat_n(0x41, 2000))
+        .collect();
+    let wire: Vec<u8> = msg
+        .iter()
+        .flat_map(|&b| [0x16, 0x03, 0x01, 0x00, 0x01, b])
+        .collect();
+    let _ = s.write_all(&wire);
+    let got = raw_to_end(&mut s, Duration::from_secs(4)).expect("still open");
+    let alerts = clear_alerts(&got);
+    assert!(
+        alerts.len() == 1 && alerts[0].0 == 2,
+        "one-byte records: a fatal alert expected, got {alerts:?}"
+    );
+    let mut ws = wss(server.addr, certs.client_config(BOTH));
+    echo(&mut ws, "still serving");
+}
+
 /// Many connections each holding a half ClientHello: as large as the bound allows (they
 /// stay open, held), then 48 KiB of one each (refused past the bound). The server's
 /// memory grows by about what as many half request heads would hold, not by rustls' 64

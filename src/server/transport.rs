@@ -559,6 +559,9 @@ impl TlsStream {
         } else {
             let _ = self.flush_tls();
         }
+        // The connection is closed next: input left unread would make that a reset,
+        // which can reach the peer before our alert does. Bounded, best effort.
+        let _ = self.drain_input(&mut [0u8; 4096]);
         protocol_error(e)
     }
 
