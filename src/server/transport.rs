@@ -11,11 +11,18 @@
 //!   pending: read again); `Ok(n < buf.len())` only once the socket said WouldBlock or EOF
 //!   (drained, as for a plain short read); `Err(WouldBlock)` when no plaintext came (a
 //!   handshake step, or nothing to read). Handshake replies are written from inside
-//!   `read`. EOF: `Ok(0)` after the peer's close_notify; `Err(UnexpectedEof)` after a TCP
-//!   FIN without close_notify (or mid-record): RFC 8446 §6.1 calls that truncation, but
-//!   WebSocket and HTTP/1.1 frame their own messages, so the loop can treat it as EOF.
-//!   `Err(InvalidData)` carrying a [`TlsFailure`] when the peer broke TLS (the alert is
-//!   already written) or spoke plain HTTP (a 400 is already written and the write side
+//!   `read`; until the handshake is complete `read` takes at most the handshake's bound
+//!   of ciphertext ([`Transport::set_handshake_limit`]). EOF: `Ok(0)` once after the
+//!   peer's close_notify (also one in the clear mid-handshake), when the plaintext before
+//!   it has been handed out; [`Transport::peer_closed`] says so as soon as it is
+//!   processed, so a caller that got a short read can come back for it, and answer it
+//!   ([`Transport::shutdown_write`], or [`Transport::answer_close_notify`] when dropping
+//!   the connection). Later reads drop input until the TCP FIN (`Ok(0)` again).
+//!   `Err(UnexpectedEof)` after a TCP FIN without close_notify (or mid-record): RFC 8446
+//!   §6.1 calls that truncation, but WebSocket and HTTP/1.1 frame their own messages, so
+//!   the loop can treat it as EOF. `Err(InvalidData)` carrying a [`TlsFailure`] when the
+//!   peer broke TLS or went past the handshake's bound (the alert is already written;
+//!   none in answer to the peer's own alert) or spoke plain HTTP (a 400 is already written and the write side
 //!   shut down): close the connection.
 //! - `write(buf)`: encrypts what it accepts and writes the records with vectored writes
 //!   (one `writev` per up to [`TLS_SEND_LIMIT`] bytes). The count is plaintext accepted;
