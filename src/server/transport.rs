@@ -22,8 +22,8 @@
 //!   §6.1 calls that truncation, but WebSocket and HTTP/1.1 frame their own messages, so
 //!   the loop can treat it as EOF. `Err(InvalidData)` carrying a [`TlsFailure`] when the
 //!   peer broke TLS or went past the handshake's bound (the alert is already written;
-//!   none in answer to the peer's own alert) or spoke plain HTTP (a 400 is already written and the write side
-//!   shut down): close the connection.
+//!   none in answer to the peer's own alert) or spoke plain HTTP (a 400 is already
+//!   written and the write side shut down): close the connection.
 //! - `write(buf)`: encrypts what it accepts and writes the records with vectored writes
 //!   (one `writev` per up to [`TLS_SEND_LIMIT`] bytes). The count is plaintext accepted;
 //!   a short count or `Err(WouldBlock)` means the kernel refused (wait for WRITABLE).
@@ -566,8 +566,8 @@ impl TlsStream {
         } else {
             let _ = self.flush_tls();
         }
-        // The connection is closed next: input left unread would make that a reset,
-        // which can reach the peer before our alert does. Bounded, best effort.
+        // The connection is closed next: input left unread would make that a reset, on
+        // which the peer may discard our alert unread. Bounded, best effort.
         let _ = self.drain_input(&mut [0u8; 4096]);
         protocol_error(e)
     }
