@@ -47,8 +47,15 @@ impl<H: Handler> Inner<H> {
                     self.core
                         .start_close(idx, close::GOING_AWAY, "idle timeout");
                 }
+                // Not while a TLS handshake is running: what the kernel holds then is our
+                // handshake reply, and a client that does not read it is stalling, not
+                // receiving a response; that deadline stays fixed from accept. (After
+                // the handshake nothing of it is left queued: the client read the whole
+                // flight to send its Finished, and TLS 1.3 with no tickets sends nothing
+                // after that; TLS 1.2's last 51 bytes fit its emptied window.)
                 State::Http(Http::Head { ref mut sent, .. })
-                    if let Some(q) = still_receiving(c.stream.socket(), *sent) =>
+                    if !c.stream.is_handshaking()
+                        && let Some(q) = still_receiving(c.stream.socket(), *sent) =>
                 {
                     // The previous response is still on its way to the client (it sat in
                     // the socket buffers when the kernel took it): wait, while it moves.

@@ -134,6 +134,30 @@ def test_https_page_and_plain_http_refused():
     assert got.startswith(b"HTTP/1.1 400 "), got
 
 
+def test_close_notify_is_answered():
+    """`unwrap()` sends close_notify and waits for the server's: a clean TLS close, on a
+    fresh connection and on an idle keep-alive one (before: a bare TCP close, reported as
+    "EOF occurred in violation of protocol")."""
+    s = server()
+    for request in (None, b"GET /style.css HTTP/1.1\r\nHost: localhost\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", s.port), timeout=T) as raw:
+            tls = s.ctx.wrap_socket(raw, server_hostname="localhost")
+            if request:
+                tls.sendall(request)
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    got += tls.recv(65536)
+                head, body = got.split(b"\r\n\r\n", 1)
+                length = int([h for h in head.split(b"\r\n")
+                              if h.lower().startswith(b"content-length:")][0].split(b":")[1])
+                while len(body) < length:
+                    body += tls.recv(65536)
+                assert head.startswith(b"HTTP/1.1 200"), head
+            plain = tls.unwrap()
+            assert plain.recv(1) == b"", "no FIN after the server's close_notify"
+            plain.close()
+
+
 def test_untrusted_certificate_is_refused_by_the_client():
     s = server()
 
