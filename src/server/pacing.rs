@@ -278,6 +278,24 @@ impl Core {
             }
         }
         for idx in stalled {
+            // The kernel reports a congested socket writable only once its send buffer
+            // has drained by a large share (a third or more of it, which autotuning can
+            // make megabytes): a reader that reads slowly but steadily takes bytes all
+            // along without a WRITABLE event. Offer the output to the kernel before
+            // calling the subscriber stalled; if it takes any, that is progress.
+            let before = self.conns[idx as usize].out.len();
+            self.flush_now(idx);
+            let c = &mut self.conns[idx as usize];
+            if c.out.len() < before && !matches!(c.state, super::connection::State::Closed) {
+                c.flags &= !flags::PROGRESS;
+                if let Some(entry) = self.pacing.congested.get_mut(&idx) {
+                    entry.since = now;
+                }
+                // `flush` (at the end of this iteration) notices a drain to the low
+                // watermark and releases the producers.
+                self.mark_dirty(idx);
+                continue;
+            }
             log::warn!(
                 "closing slow subscriber (slot {idx}): no progress for {:?} with {} bytes unsent",
                 self.config.slow_subscriber_timeout,
