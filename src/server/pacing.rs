@@ -99,6 +99,11 @@ impl Pacing {
         !self.congested.is_empty()
     }
 
+    /// Whether producer `(p, generation)` is held on loop `l`'s mailbox.
+    pub fn held_on_loop(&self, l: usize, p: u32, generation: u32) -> bool {
+        self.on_loops[l].contains(&(p, generation))
+    }
+
     /// Whether producers wait for other loops' mailboxes.
     pub fn waits_on_loops(&self) -> bool {
         self.on_loops.iter().any(|w| !w.is_empty())
