@@ -51,6 +51,10 @@ impl Handler for Attack {
     }
 
     fn message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, path: &mut String, msg: Payload<'_>) {
+        if let Payload::Text("unsub") = msg {
+            ctx.unsubscribe(conn, "t");
+            return;
+        }
         match path.as_str() {
             "/sub" | "/pub" => {
                 ctx.publish("t", msg);
@@ -442,4 +446,59 @@ fn stop_while_held_returns() {
         .expect("run returned after stop");
     assert!(waiter.join().unwrap(), "wait_for_room released by stop");
     assert!(t0.elapsed() < Duration::from_secs(3));
+}
+
+/// Finding F: a congested subscriber that unsubscribes still holds the topic's
+/// publishers until it drains or the timeout passes, and is then closed 1008 "slow
+/// subscriber" although it subscribes to nothing. Expected: unsubscribing releases the
+/// publishers it held (it gets nothing more from them).
+#[test]
+fn unsubscribing_while_congested_keeps_holding_the_room() {
+    let server = start(Config {
+        threads: 1,
+        slow_subscriber: SlowSubscriber::Pace,
+        slow_subscriber_timeout: Duration::from_secs(10),
+        ..Config::default()
+    });
+    let (mut leaver, _) = connect_buf(server.addr, "/sub", Some(16 << 10));
+    let (mut reader, _) = connect_path(server.addr, "/sub");
+    let (mut publisher, _) = connect_path(server.addr, "/pub");
+    // Enough to congest the leaver (it never reads) and hold the publisher.
+    const N: usize = 400;
+    let w = std::thread::spawn(move || {
+        for i in 0..N {
+            if publisher.send(Message::Binary(payload(i, 32 << 10).into())).is_err() {
+                break;
+            }
+        }
+        publisher
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sum_metric(&scrape(server.addr), "wsloop_publishers_paced_total") == 0.0 {
+        assert!(Instant::now() < deadline, "the publisher was never held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The slow one leaves the topic (it can still write).
+    leaver.send(Message::Text("unsub".into())).unwrap();
+    let t0 = Instant::now();
+    reader
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = 0;
+    while got < N {
+        match reader.read() {
+            Ok(m) if number(&m).is_some() => got += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let took = t0.elapsed();
+    let closed = sum_metric(&scrape(server.addr), "wsloop_slow_subscribers_closed_total");
+    drop(w);
+    assert!(
+        got == N && took < Duration::from_secs(5) && closed == 0.0,
+        "after the slow subscriber unsubscribed, the reader got {got}/{N} in {took:?} \
+         (timeout 10 s) and {closed} subscriber(s) were closed as slow"
+    );
 }

@@ -129,6 +129,11 @@ impl Core {
         if self.topics.remove_subscriber(t, idx) {
             self.topic_emptied(t);
         }
+        // A congested subscriber that leaves a topic no longer holds its publishers (or
+        // counts as a slow subscriber): release whoever waits for it. If it is still
+        // above the high watermark for another topic, that topic's next publish to it
+        // holds its producer again.
+        self.uncongest(idx);
         true
     }
 
