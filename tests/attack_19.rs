@@ -502,3 +502,55 @@ fn unsubscribing_while_congested_keeps_holding_the_room() {
          (timeout 10 s) and {closed} subscriber(s) were closed as slow"
     );
 }
+
+/// Finding G: a `ServerHandle::defer` closure that publishes (the way to publish with a
+/// loop's `Ctx`) is not held when another loop's mailbox is full: what it hands over is
+/// dropped, although the handle thread honours every `Backpressure` it is told. Readers
+/// on the other loop lose messages under `pace`.
+#[test]
+fn defer_publish_from_a_paced_feed_loses_messages_on_the_other_loop() {
+    let server = start(Config {
+        threads: 2,
+        slow_subscriber: SlowSubscriber::Pace,
+        slow_subscriber_timeout: Duration::from_secs(2),
+        max_mailbox_bytes: 256 << 10,
+        ..Config::default()
+    });
+    let _dead = connect_on_buf(server.addr, "/sub", 1, Some(16 << 10));
+    let mut reader = connect_on(server.addr, "/sub", 1);
+    const N: usize = 200;
+    let r = std::thread::spawn(move || {
+        reader
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_secs(8)))
+            .unwrap();
+        let mut got = 0;
+        while got < N {
+            match reader.read() {
+                Ok(m) if number(&m).is_some() => got += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    for i in 0..N {
+        let p = payload(i, 60 << 10);
+        let st = server.handle.defer(0, move |ctx| {
+            ctx.publish("t", Payload::Binary(&p));
+        });
+        match st {
+            SendStatus::Sent => {}
+            SendStatus::Backpressure => while !server.handle.wait_for_room(Duration::from_secs(1)) {},
+            other => panic!("defer {i}: {other:?}"),
+        }
+    }
+    let got = r.join().unwrap();
+    let m = scrape(server.addr);
+    assert_eq!(
+        got,
+        N,
+        "the reader on loop 1 got {got} of {N} deferred publishes (wsloop_mailbox_dropped_total {})",
+        sum_metric(&m, "wsloop_mailbox_dropped_total")
+    );
+}
