@@ -554,3 +554,63 @@ fn defer_publish_from_a_paced_feed_loses_messages_on_the_other_loop() {
         sum_metric(&m, "wsloop_mailbox_dropped_total")
     );
 }
+
+/// Finding H: the idle timer counts only bytes read, and the core stops reading a
+/// connection it pauses (its own output above the high watermark, or held by pacing).
+/// A client that is busy the whole time -- sending without pause, and reading its echoes
+/// at 50 KB/s -- is closed 1001 "idle timeout" while the server itself keeps its input
+/// unread (the keep-alive ping's pong sits behind that input). Expected: a connection
+/// the server paused is not idle.
+#[test]
+fn a_client_paused_by_the_server_is_closed_as_idle() {
+    let server = start(Config {
+        threads: 1,
+        idle_timeout: Duration::from_secs(2),
+        ..Config::default()
+    });
+    let (mut ws, _) = connect_buf(server.addr, "/echo", Some(16 << 10));
+    let mut raw = ws.get_ref().try_clone().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // Sends without pause (blocking writes: TCP pushes back while the server is paused).
+    let w = std::thread::spawn(move || {
+        let mut i = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if ws.send(Message::Binary(payload(i, 8 << 10).into())).is_err() {
+                break;
+            }
+            i += 1;
+        }
+        i
+    });
+    // Reads the raw stream at 50 KB/s (5 KB per 100 ms) for 12 s.
+    raw.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut buf = vec![0u8; 5_000];
+    let (mut total, t0) = (0usize, Instant::now());
+    let mut eof = false;
+    while t0.elapsed() < Duration::from_secs(12) {
+        match raw.read(&mut buf) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => total += n,
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = scrape(server.addr);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(raw);
+    let idle_closed: f64 = m
+        .iter()
+        .filter(|(k, _)| k.as_str() == "wsloop_closed_total{code=\"1001\"}")
+        .map(|(_, v)| *v)
+        .sum();
+    let sent = w.join().unwrap();
+    assert!(
+        idle_closed == 0.0,
+        "a client that kept sending ({sent} messages) and reading ({total} bytes in 12 s, \
+         eof {eof}) was closed 1001 ({idle_closed}; idle timeout 2 s)"
+    );
+}
