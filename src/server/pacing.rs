@@ -287,11 +287,15 @@ impl Core {
             // has drained by a large share (a third or more of it, which autotuning can
             // make megabytes): a reader that reads slowly but steadily takes bytes all
             // along without a WRITABLE event. Offer the output to the kernel before
-            // calling the subscriber stalled; if it takes any, that is progress.
+            // calling the subscriber stalled; if it takes at least the low watermark's
+            // worth (a reader of at least low_watermark / slow_subscriber_timeout, 13 KB/s
+            // by default), that is progress. Less does not count: a socket that is never
+            // read still takes a few KiB now and then (its buffers grow or collapse).
             let before = self.conns[idx as usize].out.len();
             self.flush_now(idx);
+            let min = self.config.low_watermark;
             let c = &mut self.conns[idx as usize];
-            if c.out.len() < before && !matches!(c.state, super::connection::State::Closed) {
+            if before.saturating_sub(c.out.len()) >= min && !matches!(c.state, super::connection::State::Closed) {
                 c.flags &= !flags::PROGRESS;
                 if let Some(entry) = self.pacing.congested.get_mut(&idx) {
                     entry.since = now;
