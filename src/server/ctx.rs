@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use super::config::MAX_TIMEOUT;
+use super::config::{SlowSubscriber, MAX_TIMEOUT};
+use super::pacing::Producer;
 use super::connection::flags;
 use super::core::Core;
 use super::handle::{encode_shared, ServerHandle};
@@ -44,10 +45,23 @@ impl Ctx<'_> {
         let Some(idx) = self.core.slot(conn) else {
             return SendStatus::Closed;
         };
-        match msg {
+        let status = match msg {
             Payload::Text(t) => self.core.send(idx, OpCode::Text, t.as_bytes()),
             Payload::Binary(b) => self.core.send(idx, OpCode::Binary, b),
+        };
+        // Under `pace`, a message sent to another connection of this loop holds its
+        // producer like a publish does (and like a send to another loop's connection,
+        // which the receiving loop paces): a relay loses nothing for a reader that
+        // reads. A connection's output to itself pauses its own input instead.
+        let own = matches!(self.core.producer, Producer::Conn(p) if p == idx);
+        if status == SendStatus::Backpressure
+            && !own
+            && self.core.config.slow_subscriber == SlowSubscriber::Pace
+            && self.core.above_high_after_flush(idx, self.core.high)
+        {
+            self.core.note_congested(idx);
         }
+        status
     }
 
     /// [`Ctx::send`] of a text message.

@@ -35,6 +35,26 @@ impl<H: Handler> Inner<H> {
             }
             let idx = e.index;
             c.armed = u32::MAX;
+            // The server itself stopped reading this connection (held by pacing, or its
+            // own output above the high watermark): its input, a pong among it, is
+            // waiting unread, so silence is not idleness. Held by pacing: it waits for
+            // others (who have their own timeout). Paused by its own output: not idle
+            // while the kernel still takes that output.
+            let server_paused = c.is_open()
+                && (c.has(flags::PACED)
+                    || (c.has(flags::OUT_PAUSED) && {
+                        let before = c.out.len();
+                        self.core.flush_now(e.index);
+                        self.core.mark_dirty(e.index);
+                        self.core.conns[e.index as usize].out.len() < before
+                    }));
+            let c = &mut self.core.conns[e.index as usize];
+            if server_paused {
+                c.flags &= !flags::PING_SENT;
+                let t = self.core.ticks.idle_half;
+                self.core.set_deadline(e.index, t);
+                continue;
+            }
             match c.state {
                 State::Open if !c.has(flags::PING_SENT) => {
                     c.flags |= flags::PING_SENT;

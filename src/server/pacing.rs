@@ -102,6 +102,11 @@ impl Pacing {
         !self.congested.is_empty()
     }
 
+    /// Whether producer `(p, generation)` is held on loop `l`'s mailbox.
+    pub fn held_on_loop(&self, l: usize, p: u32, generation: u32) -> bool {
+        self.on_loops[l].contains(&(p, generation))
+    }
+
     /// Whether producers wait for other loops' mailboxes.
     #[inline]
     pub fn waits_on_loops(&self) -> bool {
@@ -288,6 +293,28 @@ impl Core {
             }
         }
         for idx in stalled {
+            // The kernel reports a congested socket writable only once its send buffer
+            // has drained by a large share (a third or more of it, which autotuning can
+            // make megabytes): a reader that reads slowly but steadily takes bytes all
+            // along without a WRITABLE event. Offer the output to the kernel before
+            // calling the subscriber stalled; if it takes at least the low watermark's
+            // worth (a reader of at least low_watermark / slow_subscriber_timeout, 13 KB/s
+            // by default), that is progress. Less does not count: a socket that is never
+            // read still takes a few KiB now and then (its buffers grow or collapse).
+            let before = self.conns[idx as usize].out.len();
+            self.flush_now(idx);
+            let min = self.config.low_watermark;
+            let c = &mut self.conns[idx as usize];
+            if before.saturating_sub(c.out.len()) >= min && !matches!(c.state, super::connection::State::Closed) {
+                c.flags &= !flags::PROGRESS;
+                if let Some(entry) = self.pacing.congested.get_mut(&idx) {
+                    entry.since = now;
+                }
+                // `flush` (at the end of this iteration) notices a drain to the low
+                // watermark and releases the producers.
+                self.mark_dirty(idx);
+                continue;
+            }
             log::warn!(
                 "closing slow subscriber (slot {idx}): no progress for {:?} with {} bytes unsent",
                 self.config.slow_subscriber_timeout,

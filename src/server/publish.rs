@@ -13,6 +13,7 @@ use super::deflate::LoopDeflate;
 use super::handle::encode_frame;
 use super::handler::{ConnId, Published, SendStatus};
 use super::mailbox::{cost, Command};
+use super::pacing::Producer;
 use crate::protocol::close;
 use crate::protocol::frame::{write_server_frame, OpCode};
 
@@ -128,6 +129,11 @@ impl Core {
         if self.topics.remove_subscriber(t, idx) {
             self.topic_emptied(t);
         }
+        // A congested subscriber that leaves a topic no longer holds its publishers (or
+        // counts as a slow subscriber): release whoever waits for it. If it is still
+        // above the high watermark for another topic, that topic's next publish to it
+        // holds its producer again.
+        self.uncongest(idx);
         true
     }
 
@@ -181,7 +187,19 @@ impl Core {
     pub(crate) fn hand_over(&mut self, l: usize, cmd: Command) -> SendStatus {
         let c = cost(&cmd);
         let link = &self.handle.shared.links[l];
-        if link.queued() + self.outbox_cost[l] >= link.max() {
+        // A connection is held at the high mark, but several can burst in before they
+        // are held (one message each): one that meets the bound gets its message in and
+        // is held like the others, so it overshoots by one message and a reader that
+        // reads loses nothing. Refusing it without holding it would let it publish
+        // straight into the refusal until the mailbox drains.
+        let first_overshoot = match self.producer {
+            Producer::Conn(p) => {
+                let generation = self.conns[p as usize].generation;
+                !self.pacing.held_on_loop(l, p, generation)
+            }
+            _ => false,
+        };
+        if link.queued() + self.outbox_cost[l] >= link.max() && !first_overshoot {
             // Counted as that loop's (it is that loop's bound).
             link.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
