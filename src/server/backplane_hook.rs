@@ -14,11 +14,13 @@
 //! - **Incoming.** The sink runs on the backplane's reader thread: it encodes the frame once
 //!   and posts the same bytes to every loop as a local-only publish (`Command::Publish`, which
 //!   never goes back to Redis). Own messages never come back: the backplane drops its echoes.
-//!   Each loop's mailbox is bounded (`Config::max_mailbox_bytes`): under `pace` the reader
-//!   waits for room (up to `slow_subscriber_timeout`; meanwhile TCP pushes back on Redis,
-//!   whose own output-buffer limit is the next bound), under `close` it does not wait; a
-//!   message that finds a mailbox at its bound is dropped for that loop and counted in
-//!   `wsloop_mailbox_dropped_total`.
+//!   Each loop's mailbox is bounded (`Config::max_mailbox_bytes`). The reader never waits
+//!   for room: Redis cannot be paced (its publisher is another instance's client), and a
+//!   reader that stops reading only makes Redis cut the subscription at its own output
+//!   limit, losing messages for every subscriber uncounted. A message that finds a
+//!   mailbox at its bound is dropped for that loop and counted in
+//!   `wsloop_mailbox_dropped_total`; under `pace` a congested subscriber's share waits
+//!   parked for it, bounded by `max_backpressure` (past it that subscriber is closed 1008).
 //!
 //! The sink holds only the loops' mailboxes, not the server's shared state, so the state
 //! (which owns the backplane) is never dropped on the reader thread, which would have to

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use super::config::{SlowSubscriber, MAX_TIMEOUT};
-use super::pacing::Producer;
 use super::connection::flags;
 use super::core::Core;
 use super::handle::{encode_shared, ServerHandle};
 use super::handler::{ConnId, Payload, Published, SendStatus};
 use super::mailbox::Command;
+use super::pacing::Producer;
 use super::timer::Wheel;
 use crate::protocol::frame::OpCode;
 

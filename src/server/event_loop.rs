@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::backplane_hook::Hook;
-use super::config::{Config, SlowSubscriber};
+use super::config::Config;
 use super::connection::{flags, Conn, State};
 use super::core::Core;
 use super::ctx::Ctx;
@@ -247,9 +247,10 @@ impl<H: Handler> Server<H> {
                 "the server already has a backplane",
             ));
         }
-        let wait = (self.config.slow_subscriber == SlowSubscriber::Pace)
-            .then_some(self.config.slow_subscriber_timeout);
-        let hook = Hook::start(config, shared.links.clone(), wait)?;
+        // Redis cannot be paced (another instance's publisher is out of reach): what it
+        // delivers is never waited for; a full mailbox drops it for that loop (counted),
+        // and a congested subscriber's parked share is bounded (`pacing.rs`).
+        let hook = Hook::start(config, shared.links.clone(), None)?;
         // Only `with_backplane` sets it, and it holds `self`: nobody raced us.
         let _ = shared.backplane.set(hook);
         Ok(self)
@@ -439,7 +440,7 @@ impl<H: Handler> EventLoop<H> {
                     }
                 }
             }
-            if std::mem::take(&mut inner.core.pacing.mailbox_released) {
+            if std::mem::take(&mut inner.core.pacing.resume_mail) {
                 self.mail_pending = true;
             }
             if self.mail_pending {
@@ -462,7 +463,7 @@ impl<H: Handler> EventLoop<H> {
 
 impl<H: Handler> Inner<H> {
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.core.yielded.is_empty() || self.core.pacing.mailbox_released {
+        if !self.core.yielded.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut t = self.core.wheel.next_timeout(now);
@@ -780,7 +781,11 @@ impl<H: Handler> Inner<H> {
         core.metrics.on_written((before - left) as u64);
         if c.has(flags::ABOVE_LOW) && left <= core.config.low_watermark {
             c.flags &= !flags::ABOVE_LOW;
-            core.uncongest(idx);
+            // Parked mailbox messages go out first; the subscriber stays congested (and
+            // its publishers held) until they are all in its output and it drains.
+            if !core.unpark(idx) {
+                core.uncongest(idx);
+            }
             core.resume(idx, flags::OUT_PAUSED);
             if core.conns[idx as usize].is_open() {
                 self.with_data(idx, |h, ctx, id, d| h.drain(ctx, id, d));
@@ -892,7 +897,7 @@ impl<H: Handler> Inner<H> {
         self.core.producer = Producer::Mailbox;
         let work = match cmd {
             Command::Publish { topic, frame } => {
-                let r = self.core.publish_frame(&topic, &frame);
+                let r = self.core.publish_frame(&topic, &frame, Some(&frame));
                 frame.len() * r.delivered.max(1)
             }
             Command::Send { conn, frame } => {
@@ -934,9 +939,9 @@ impl<H: Handler> Inner<H> {
 /// [`MAX_MAILBOX_WORK_PER_TURN`] bytes of work per iteration, opening batches from other
 /// loops command by command; returns whether it stopped at that bound (more may be
 /// waiting). Another loop that keeps posting cannot keep this one from flushing its
-/// output and serving its own sockets. Under `pace` it also stops while a subscriber
-/// one of its commands reached is congested (`Pacing::mailbox_held`); the release sets
-/// `mailbox_released` and draining goes on.
+/// output and serving its own sockets. (Under `pace` nothing here waits for a slow
+/// subscriber of this loop: what it is sent is parked for it, see `pacing.rs`; it waits
+/// only while one of its commands fed another loop with a congested subscriber.)
 fn drain_mailbox<H: Handler>(
     mailbox: &Receiver<Command>,
     batch: &mut Option<std::vec::IntoIter<Command>>,
@@ -946,11 +951,13 @@ fn drain_mailbox<H: Handler>(
     let (mut commands, mut work) = (0, 0);
     let me = inner.core.loop_id as usize;
     loop {
-        if inner.core.pacing.mailbox_held() && inner.shutdown_deadline.is_none() {
-            return false;
-        }
         if commands >= MAX_COMMANDS_PER_TURN || work >= MAX_MAILBOX_WORK_PER_TURN {
             return true;
+        }
+        let links = &inner.core.handle.shared.links;
+        if inner.shutdown_deadline.is_none() && inner.core.pacing.mailbox_waits_downstream(links) {
+            // Resumed by `check_loops` (each iteration while it waits, and on room news).
+            return false;
         }
         let cmd = match batch.as_mut().and_then(Iterator::next) {
             Some(cmd) => cmd,
@@ -969,16 +976,16 @@ fn drain_mailbox<H: Handler>(
         let c = cost(&cmd);
         work += inner.apply(cmd);
         commands += 1;
-        let links = &inner.core.handle.shared.links;
-        if links[me].done(c) {
+        if std::mem::take(&mut inner.core.pacing.downstream_hit) {
+            if inner.core.handle.shared.links[me].done(c) {
+                inner.core.tell_loops_room();
+            }
+            return true;
+        }
+        if inner.core.handle.shared.links[me].done(c) {
             // Below the low mark with producers waiting: loops holding connections for
             // this mailbox look again (handle threads were woken by `done`).
-            for (l, link) in links.iter().enumerate() {
-                if l != me {
-                    link.room_news.store(true, Ordering::Release);
-                    link.wake();
-                }
-            }
+            inner.core.tell_loops_room();
         }
     }
 }

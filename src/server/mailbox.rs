@@ -103,6 +103,14 @@ pub(crate) struct Link {
     pub(crate) stop: AtomicBool,
     /// Commands from handle threads refused at the bound (a loop's own metric).
     pub(crate) dropped: AtomicU64,
+    /// Subscribers of this loop above the high watermark under `pace` (congested): while
+    /// above 0 the mailbox reports its high mark, so producers wait before more comes.
+    parked: AtomicUsize,
+    /// Other loops this loop's mailbox commands handed messages to while they were
+    /// behind: while above 0 the mailbox reports its high mark to handle threads. Kept
+    /// apart from `parked` so that two loops feeding each other cannot wait on each
+    /// other's report ([`Link::has_room_for_loops`] ignores it).
+    downstream: AtomicUsize,
 }
 
 impl Link {
@@ -119,6 +127,8 @@ impl Link {
             room_news: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            parked: AtomicUsize::new(0),
+            downstream: AtomicUsize::new(0),
         }
     }
 
@@ -135,6 +145,12 @@ impl Link {
             return;
         }
         self.wake();
+    }
+
+    /// Charges `n` more bytes to the mailbox (messages parked for a congested subscriber
+    /// stay charged until they are in its output: see `pacing.rs`).
+    pub(crate) fn charge(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Wakes the loop unless a wake-up is pending.
@@ -180,14 +196,68 @@ impl Link {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// At or above the high mark (half the bound), counting `extra` bytes about to come.
+    /// At or above the high mark (half the bound), counting `extra` bytes about to come,
+    /// or with a subscriber holding parked messages, or feeding a loop that is behind.
     pub(crate) fn above_high(&self, extra: usize) -> bool {
         self.queued() + extra >= self.max / 2
+            || self.parked.load(Ordering::Acquire) > 0
+            || self.downstream.load(Ordering::Acquire) > 0
     }
 
-    /// Below the low mark (a quarter of the bound), counting `extra` bytes about to come.
+    /// Below the low mark (a quarter of the bound), counting `extra` bytes about to come,
+    /// with nothing parked and feeding no loop that is behind: a handle thread may go on.
     pub(crate) fn below_low(&self, extra: usize) -> bool {
-        self.queued() + extra < self.max / 4
+        self.has_room_for_loops(extra) && self.downstream.load(Ordering::Acquire) == 0
+    }
+
+    /// At or above the high mark, or with a subscriber holding parked messages: another
+    /// loop holds the connection that hands it more (a downstream report is not counted:
+    /// see `downstream`).
+    pub(crate) fn behind_for_loops(&self, extra: usize) -> bool {
+        self.queued() + extra >= self.max / 2 || self.parked.load(Ordering::Acquire) > 0
+    }
+
+    /// A subscriber of this loop is above the high watermark under `pace`. This depends
+    /// on clients only (they read, or are closed at the slow-subscriber timeout), never
+    /// on another loop, so another loop's mailbox may wait for it without a cycle.
+    pub(crate) fn congested(&self) -> bool {
+        self.parked.load(Ordering::Acquire) > 0
+    }
+
+    /// Below the low mark with nothing parked: another loop's producers may go on.
+    pub(crate) fn has_room_for_loops(&self, extra: usize) -> bool {
+        self.queued() + extra < self.max / 4 && self.parked.load(Ordering::Acquire) == 0
+    }
+
+    /// A subscriber of this loop holds parked messages now (`downstream`: this loop
+    /// feeds a loop that is behind).
+    pub(crate) fn press(&self, downstream: bool) {
+        self.counter(downstream).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Undoes one [`Link::press`]. Returns true when that left the mailbox below its low
+    /// mark with a producer waiting (handle threads are woken here; the caller tells the
+    /// other loops), as [`Link::done`] does.
+    pub(crate) fn relieve(&self, downstream: bool) -> bool {
+        self.counter(downstream).fetch_sub(1, Ordering::AcqRel) == 1 && self.wake_waiters()
+    }
+
+    fn counter(&self, downstream: bool) -> &AtomicUsize {
+        match downstream {
+            true => &self.downstream,
+            false => &self.parked,
+        }
+    }
+
+    /// Wakes producers waiting for room if there is room now.
+    fn wake_waiters(&self) -> bool {
+        if self.below_low(0) && self.room_wanted.swap(false, Ordering::AcqRel) {
+            // Taking the lock orders this wake-up after a waiter's last check.
+            drop(self.room_lock.lock());
+            self.room.notify_all();
+            return true;
+        }
+        false
     }
 
     /// Asks to be told (room news, the condvar) when the mailbox falls below its low mark.
@@ -206,13 +276,7 @@ impl Link {
     pub(crate) fn done(&self, cost: usize) -> bool {
         let before = self.queued.fetch_sub(cost, Ordering::AcqRel);
         let low = self.max / 4;
-        if before.saturating_sub(cost) < low && self.room_wanted.swap(false, Ordering::AcqRel) {
-            // Taking the lock orders this wake-up after a waiter's last check.
-            drop(self.room_lock.lock());
-            self.room.notify_all();
-            return true;
-        }
-        false
+        before.saturating_sub(cost) < low && self.wake_waiters()
     }
 
     /// Blocks until the mailbox has room: returns at once if it is below its high mark,

@@ -8,22 +8,33 @@
 //!   ([`flags::PACED`]) until every congested subscriber it delivered to has drained to
 //!   the low watermark (or been closed); TCP then pushes back on the client;
 //! - the **mailbox** (publishes and sends from other loops, handle threads, the
-//!   backplane): the loop stops taking commands from its mailbox until those
-//!   subscribers drain; the mailbox fills to its high mark and its producers are held in
-//!   turn (see `mailbox.rs`);
+//!   backplane): the loop goes on taking commands, so nothing unrelated waits (a close,
+//!   a send to someone else, another topic); what a command brings for a congested
+//!   subscriber is *parked* for it (the shared frame, no copy, in order) and appended as
+//!   it drains. While any subscriber has parked messages the loop's mailbox reports its
+//!   high mark, so the producers behind it are held in turn (a connection on another
+//!   loop has its input paused, a handle thread is told `Backpressure`; see
+//!   `mailbox.rs`). A subscriber's parked share is bounded by `max_backpressure`: past
+//!   it (a producer that cannot be held, like another instance through Redis, or one
+//!   that ignores `Backpressure`) the subscriber is closed with 1008;
 //! - **nobody** (a timer, an `open` or `close` callback): nothing to hold; the message is
 //!   queued and counts towards the subscriber's bound like any other.
 //!
 //! A connection producer is also held while a loop it sends or publishes to has its
 //! mailbox above the high mark (in both policies: that is the loop's capacity, not one
-//! reader's), and resumed when that mailbox falls below its low mark.
+//! reader's), and resumed when that mailbox falls below its low mark. A mailbox command
+//! that hands messages to such a loop (a deferred closure that publishes) cannot hold
+//! its own mailbox (two loops could then wait for each other); instead this loop's
+//! mailbox reports its high mark too until that loop has room, so the handle thread
+//! behind the command is told `Backpressure`.
 //!
 //! Bounds: every subscriber's unsent output stays within `max_backpressure` (past it, it
 //! is closed with 1008 in either policy); with pacing, a subscriber gets at most one
 //! message per unheld producer above the high watermark before those producers are held.
 //! The tables here hold at most one entry per connection of the loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use super::config::SlowSubscriber;
 use super::connection::flags;
@@ -49,8 +60,13 @@ struct Congested {
     since: u32,
     /// Producers (slot, generation) held until it drains.
     waiters: Vec<(u32, u32)>,
-    /// The mailbox waits for it.
-    mailbox: bool,
+}
+
+/// Mailbox messages waiting for a congested subscriber, in order.
+#[derive(Debug, Default)]
+struct Parked {
+    frames: VecDeque<Arc<[u8]>>,
+    bytes: usize,
 }
 
 /// A held producer.
@@ -67,28 +83,31 @@ struct Held {
 pub(crate) struct Pacing {
     congested: HashMap<u32, Congested>,
     held: HashMap<u32, Held>,
-    /// Congested subscribers the mailbox waits for; it is not read while above 0.
-    mailbox_waits: u32,
+    /// Mailbox messages parked for congested subscribers, by slot.
+    parked: HashMap<u32, Parked>,
+    /// Other loops this loop's mailbox commands handed messages to while they were
+    /// behind (this loop's mailbox reports its high mark meanwhile), by loop.
+    downstream: Vec<bool>,
     /// Producers (slot, generation) held on another loop's full mailbox, by loop.
     on_loops: Vec<Vec<(u32, u32)>>,
-    /// Entries in `on_loops` (checked once per iteration, so kept as a count).
+    /// Entries in `on_loops` and set `downstream` flags (checked once per iteration, so
+    /// kept as a count).
     on_loops_len: usize,
-    /// The mailbox was released: the loop should read it again.
-    pub mailbox_released: bool,
+    /// A `downstream` loop stopped being congested: the mailbox may be read again.
+    pub resume_mail: bool,
+    /// The mailbox command just carried out handed messages to a loop that is behind:
+    /// the rest of the mailbox waits for the next iteration (after this one's outbox is
+    /// handed over), so a burst of such commands cannot overrun that loop's bound.
+    pub downstream_hit: bool,
 }
 
 impl Pacing {
     pub fn new(loops: usize) -> Self {
         Pacing {
             on_loops: (0..loops).map(|_| Vec::new()).collect(),
+            downstream: vec![false; loops],
             ..Pacing::default()
         }
-    }
-
-    /// The mailbox must not be read: a subscriber one of its commands reached is congested.
-    #[inline]
-    pub fn mailbox_held(&self) -> bool {
-        self.mailbox_waits > 0
     }
 
     /// Subscribers above the high watermark now.
@@ -105,6 +124,18 @@ impl Pacing {
     /// Whether producer `(p, generation)` is held on loop `l`'s mailbox.
     pub fn held_on_loop(&self, l: usize, p: u32, generation: u32) -> bool {
         self.on_loops[l].contains(&(p, generation))
+    }
+
+    /// The mailbox must not be read for now: one of its commands handed messages to a
+    /// loop with a congested subscriber (`Link::congested`, which depends on clients
+    /// only, so two loops cannot wait for each other this way).
+    pub fn mailbox_waits_downstream(&self, links: &[super::mailbox::Link]) -> bool {
+        self.on_loops_len > 0
+            && self
+                .downstream
+                .iter()
+                .zip(links)
+                .any(|(&d, l)| d && l.congested())
     }
 
     /// Whether producers wait for other loops' mailboxes.
@@ -126,17 +157,19 @@ impl Core {
         if !c.has(flags::CONGESTED) {
             c.flags |= flags::CONGESTED;
             c.flags &= !flags::PROGRESS;
+            // Producers beyond the mailbox (other loops, handle threads) wait from now on.
+            self.handle.shared.links[self.loop_id as usize].press(false);
             self.pacing.congested.insert(
                 idx,
                 Congested {
                     since: now,
                     waiters: Vec::new(),
-                    mailbox: false,
                 },
             );
         }
         match self.producer {
-            Producer::Nobody => {}
+            // Nothing to hold; what the mailbox brings next is parked (`park`).
+            Producer::Nobody | Producer::Mailbox => {}
             // Its own output above the high watermark already pauses its input.
             Producer::Conn(p) if p == idx => {}
             Producer::Conn(p) => {
@@ -147,12 +180,91 @@ impl Core {
                     self.hold(p);
                 }
             }
-            Producer::Mailbox => {
-                let entry = self.pacing.congested.get_mut(&idx).expect("just inserted");
-                if !entry.mailbox {
-                    entry.mailbox = true;
-                    self.pacing.mailbox_waits += 1;
+        }
+    }
+
+    /// Parks a mailbox message for congested subscriber `idx` (delivered in order as it
+    /// drains), charged to this loop's mailbox until then. False if that would take its
+    /// parked share past half the mailbox bound (room for what producers queued before
+    /// they were told to wait; one dead reader never takes the whole mailbox from the
+    /// rest): the caller closes it as slow.
+    pub(crate) fn park(&mut self, idx: u32, frame: &Arc<[u8]>) -> bool {
+        let limit = self.config.max_mailbox_bytes / 2;
+        let p = self.pacing.parked.entry(idx).or_default();
+        if p.bytes > 0 && p.bytes + frame.len() > limit {
+            return false;
+        }
+        p.bytes += frame.len();
+        p.frames.push_back(frame.clone());
+        self.handle.shared.links[self.loop_id as usize].charge(frame.len());
+        true
+    }
+
+    /// Subscriber `idx` drained to the low watermark: moves its parked messages to its
+    /// output while it stays within the high watermark. Returns whether it is still
+    /// backed up (messages left parked, or its output above the high watermark again).
+    pub(crate) fn unpark(&mut self, idx: u32) -> bool {
+        let Some(mut p) = self.pacing.parked.remove(&idx) else {
+            return false;
+        };
+        let high = self.high;
+        let mut deflate = match &self.deflate {
+            Some(z) if z.active > 0 => self.deflate.take(),
+            _ => None,
+        };
+        let mut len = self.conns[idx as usize].out.len();
+        let mut released = 0;
+        while len <= high {
+            let Some(frame) = p.frames.pop_front() else {
+                break;
+            };
+            p.bytes -= frame.len();
+            released += frame.len();
+            len = match deflate.as_deref_mut() {
+                Some(z) => {
+                    z.begin_publish();
+                    self.queue_published(z, idx, &frame)
                 }
+                None => self.queue_bytes(idx, &frame),
+            };
+        }
+        if deflate.is_some() {
+            self.deflate = deflate;
+        }
+        self.uncharge(released);
+        if p.frames.is_empty() {
+            len > high
+        } else {
+            self.pacing.parked.insert(idx, p);
+            true
+        }
+    }
+
+    /// Parked bytes left the mailbox's charge; tells the other loops if that gave room.
+    fn uncharge(&self, n: usize) {
+        if n > 0 && self.handle.shared.links[self.loop_id as usize].done(n) {
+            self.tell_loops_room();
+        }
+    }
+
+    /// One reason fewer for this loop's producers to wait (see `Link::press`); tells the
+    /// other loops if that gave room.
+    fn relieve_own(&self, downstream: bool) {
+        let links = &self.handle.shared.links;
+        if links[self.loop_id as usize].relieve(downstream) {
+            self.tell_loops_room();
+        }
+    }
+
+    /// This loop's mailbox has room again: loops holding producers for it look again
+    /// (handle threads were woken by the link).
+    pub(crate) fn tell_loops_room(&self) {
+        let me = self.loop_id as usize;
+        for (l, link) in self.handle.shared.links.iter().enumerate() {
+            if l != me {
+                link.room_news
+                    .store(true, std::sync::atomic::Ordering::Release);
+                link.wake();
             }
         }
     }
@@ -210,20 +322,18 @@ impl Core {
         let Some(entry) = self.pacing.congested.remove(&idx) else {
             return;
         };
+        self.relieve_own(false);
         for (p, g) in entry.waiters {
             self.unhold(p, g);
-        }
-        if entry.mailbox {
-            self.pacing.mailbox_waits -= 1;
-            if self.pacing.mailbox_waits == 0 {
-                self.pacing.mailbox_released = true;
-            }
         }
     }
 
     /// The connection ends: it neither waits nor is waited for any more.
     pub(crate) fn forget_pacing(&mut self, idx: u32) {
         self.uncongest(idx);
+        if let Some(p) = self.pacing.parked.remove(&idx) {
+            self.uncharge(p.bytes);
+        }
         let c = &mut self.conns[idx as usize];
         if !c.has(flags::PACED) {
             return; // held producers carry the flag, so nothing to forget
@@ -240,10 +350,22 @@ impl Core {
     }
 
     /// Loop `l`'s mailbox (with what this iteration gathered for it) is at its high
-    /// mark: hold the current producer, if it is a connection, until it has room.
+    /// mark: hold the current producer, if it is a connection, until it has room; if it
+    /// is this loop's mailbox, report this mailbox's high mark until then.
     pub(crate) fn hold_on_loop(&mut self, l: usize) {
-        let Producer::Conn(p) = self.producer else {
-            return;
+        let p = match self.producer {
+            Producer::Conn(p) => p,
+            Producer::Mailbox => {
+                self.pacing.downstream_hit = true;
+                if !self.pacing.downstream[l] {
+                    self.pacing.downstream[l] = true;
+                    self.pacing.on_loops_len += 1;
+                    self.handle.shared.links[self.loop_id as usize].press(true);
+                    self.handle.shared.links[l].want_room();
+                }
+                return;
+            }
+            Producer::Nobody => return,
         };
         let generation = self.conns[p as usize].generation;
         if self.pacing.on_loops[l].contains(&(p, generation)) {
@@ -258,11 +380,24 @@ impl Core {
     /// Releases producers held on other loops whose mailboxes fell below their low mark.
     pub(crate) fn check_loops(&mut self) {
         for l in 0..self.pacing.on_loops.len() {
+            if self.pacing.downstream[l] {
+                let link = &self.handle.shared.links[l];
+                if !link.congested() {
+                    self.pacing.resume_mail = true;
+                }
+                if link.has_room_for_loops(self.outbox_cost[l]) {
+                    self.pacing.downstream[l] = false;
+                    self.pacing.on_loops_len -= 1;
+                    self.relieve_own(true);
+                } else {
+                    link.want_room();
+                }
+            }
             if self.pacing.on_loops[l].is_empty() {
                 continue;
             }
             let link = &self.handle.shared.links[l];
-            if !link.below_low(self.outbox_cost[l]) {
+            if !link.has_room_for_loops(self.outbox_cost[l]) {
                 link.want_room();
                 continue;
             }
@@ -305,7 +440,9 @@ impl Core {
             self.flush_now(idx);
             let min = self.config.low_watermark;
             let c = &mut self.conns[idx as usize];
-            if before.saturating_sub(c.out.len()) >= min && !matches!(c.state, super::connection::State::Closed) {
+            if before.saturating_sub(c.out.len()) >= min
+                && !matches!(c.state, super::connection::State::Closed)
+            {
                 c.flags &= !flags::PROGRESS;
                 if let Some(entry) = self.pacing.congested.get_mut(&idx) {
                     entry.since = now;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use log::warn;
 
 use super::config::SlowSubscriber;
+use super::connection::flags;
 use super::core::Core;
 use super::deflate::LoopDeflate;
 use super::handle::encode_frame;
@@ -171,12 +172,12 @@ impl Core {
                     self.hand_over(l, cmd);
                 }
             }
-            return self.publish_frame(topic, &frame);
+            return self.publish_frame(topic, &frame, None);
         }
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
         write_server_frame(&mut frame, true, opcode, payload);
-        let report = self.publish_frame(topic, &frame);
+        let report = self.publish_frame(topic, &frame, None);
         self.scratch = frame;
         report
     }
@@ -207,7 +208,7 @@ impl Core {
         }
         self.outbox[l].push(cmd);
         self.outbox_cost[l] += c;
-        if link.above_high(self.outbox_cost[l]) {
+        if link.behind_for_loops(self.outbox_cost[l]) {
             self.hold_on_loop(l);
             return SendStatus::Backpressure;
         }
@@ -217,8 +218,14 @@ impl Core {
     /// Appends an encoded frame to the output of every subscriber of `topic` on this loop.
     /// A subscriber past `max_backpressure` even after offering its output to the kernel
     /// is closed with 1008, never waited for; one left above the high watermark holds
-    /// the producer under `pace` (`pacing.rs`).
-    pub fn publish_frame(&mut self, topic: &str, frame: &[u8]) -> Published {
+    /// the producer under `pace` (`pacing.rs`). `shared`: the frame came through the
+    /// mailbox in these shared bytes; under `pace` a congested subscriber gets it parked.
+    pub fn publish_frame(
+        &mut self,
+        topic: &str,
+        frame: &[u8],
+        shared: Option<&Arc<[u8]>>,
+    ) -> Published {
         let mut report = Published::default();
         let Some(&t) = self.topics.ids.get(topic) else {
             return report;
@@ -240,6 +247,17 @@ impl Core {
         for &idx in &subs {
             let c = &self.conns[idx as usize];
             if !c.is_open() {
+                continue;
+            }
+            if let Some(arc) = shared.filter(|_| pace && c.has(flags::CONGESTED)) {
+                // Behind its drained output, in order; nothing waits for it meanwhile.
+                match self.park(idx, arc) {
+                    true => {
+                        report.delivered += 1;
+                        report.congested += 1;
+                    }
+                    false => slow.push(idx),
+                }
                 continue;
             }
             // Output gathered this iteration has not been offered to the kernel yet: a
@@ -285,12 +303,20 @@ impl Core {
     /// `max_backpressure` (a frame sent from another thread or loop, through the
     /// mailbox: under `pace` a connection left above the high watermark holds the
     /// mailbox).
-    pub fn send_frame(&mut self, id: ConnId, frame: &[u8]) -> SendStatus {
+    pub fn send_frame(&mut self, id: ConnId, frame: &Arc<[u8]>) -> SendStatus {
         let Some(c) = self.lookup(id) else {
             return SendStatus::Closed;
         };
         if !c.is_open() {
             return SendStatus::Closed;
+        }
+        if self.config.slow_subscriber == SlowSubscriber::Pace && c.has(flags::CONGESTED) {
+            self.metrics.messages_out += 1;
+            if self.park(id.index, frame) {
+                return SendStatus::Backpressure;
+            }
+            self.metrics.dropped_sends += 1;
+            return SendStatus::Dropped;
         }
         let limit = self.config.max_backpressure;
         if c.out.len() > limit {
@@ -320,7 +346,7 @@ impl Core {
 
     /// Appends an encoded frame for one connection, compressed if it agreed to
     /// permessage-deflate.
-    fn queue_published(&mut self, z: &mut LoopDeflate, idx: u32, frame: &[u8]) -> usize {
+    pub(crate) fn queue_published(&mut self, z: &mut LoopDeflate, idx: u32, frame: &[u8]) -> usize {
         let c = &mut self.conns[idx as usize];
         let before = c.out.len();
         let out = c.out.append(&mut self.pool);
