@@ -23,13 +23,24 @@ pub struct BackplaneConfig {
     pub queue_messages: usize,
     /// Payload bytes waiting for the writer, at most (default 64 MiB); same rule.
     pub queue_bytes: usize,
-    /// Largest payload sent or accepted (default 16 MiB, the server's default message limit).
-    /// Bigger publishes are dropped; a bigger frame from Redis drops the connection.
+    /// Largest payload sent or accepted, bytes (default 16 MiB, the server's default message
+    /// limit). Bigger publishes are dropped; a bigger message from Redis is dropped and
+    /// counted ([`BackplaneStats::oversize_total`](super::BackplaneStats::oversize_total))
+    /// without being buffered, and the link stays up. Set it to what this instance would
+    /// accept from a client (`wsloop` uses the smaller of `--max-message-size` and
+    /// `--max-backpressure`, the chat's per-message rule), so that a peer instance with
+    /// bigger limits cannot send this one's subscribers what they could not take.
     pub max_payload: usize,
     /// First wait before reconnecting (default 100 ms); doubles per failed attempt...
     pub backoff_min: Duration,
     /// ...up to this (default 5 s).
     pub backoff_max: Duration,
+    /// A connection counts as recovered (back-off reset, recovery logged) only after staying
+    /// up this long (default 10 s); one that fails sooner (a Redis that answers `HELLO` and
+    /// drops the link, or sends garbage) is part of the same outage and the back-off goes on
+    /// growing. Checked when something is read, so at most about
+    /// [`BackplaneConfig::keepalive`] late.
+    pub stable_after: Duration,
     /// Bound on connecting, on the `HELLO` answer and on one blocked write (default 5 s).
     pub io_timeout: Duration,
     /// The writer sends `PING` after this long without writing (default 5 s); the reader gives
@@ -89,6 +100,7 @@ impl BackplaneConfig {
             max_payload: 16 << 20,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            stable_after: Duration::from_secs(10),
             io_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(5),
             instance_id: None,
