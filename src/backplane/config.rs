@@ -1,18 +1,29 @@
 //! Backplane settings, the `redis://` URL they start from, and the instance id.
 
+use std::fmt;
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 
+/// The environment variable `wsloop` reads the Redis password from (see
+/// [`BackplaneConfig::password_from_env`]).
+pub const PASSWORD_ENV: &str = "WSLOOP_REDIS_PASSWORD";
+/// Longest password file read, bytes: a password is short, and a mistaken path (a log, a
+/// device) must not be read whole.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
 /// Settings of a [`Backplane`](super::Backplane). Build with [`BackplaneConfig::from_url`];
-/// every bound has a default and a reason.
-#[derive(Debug, Clone)]
+/// every bound has a default and a reason. `Debug` shows the password as `***`.
+#[derive(Clone)]
 pub struct BackplaneConfig {
     /// Redis host name or address.
     pub host: String,
     /// Redis TCP port (6379 when the URL has none).
     pub port: u16,
-    /// `(user, password)` from the URL, sent with `HELLO 3 AUTH`; user `default` when the URL
-    /// gives only a password. No percent-decoding: use plain characters.
+    /// `(user, password)` from the URL (or [`BackplaneConfig::set_password`]), sent with
+    /// `HELLO 3 AUTH`; user `default` when the URL gives only a password. No
+    /// percent-decoding: use plain characters. A password in a URL on the command line is
+    /// visible in `ps`: prefer a file or the environment.
     pub auth: Option<(String, String)>,
     /// Prefix of every Redis channel: topic `room` is channel `wsloop:room`. The prefix keeps
     /// wsloop's traffic apart from other users of the same Redis.
@@ -107,10 +118,81 @@ impl BackplaneConfig {
         })
     }
 
+    /// Sets the password sent with `HELLO 3 AUTH`, keeping the URL's user (`default` if it
+    /// named none).
+    pub fn set_password(&mut self, password: String) {
+        let user = match self.auth.take() {
+            Some((user, _)) => user,
+            None => "default".to_string(),
+        };
+        self.auth = Some((user, password));
+    }
+
+    /// The URL carried a password (visible in `ps` if it came from the command line).
+    pub fn url_has_password(&self) -> bool {
+        self.auth.as_ref().is_some_and(|(_, p)| !p.is_empty())
+    }
+
+    /// Reads a password file: its content up to the first line end (a trailing `\n` or
+    /// `\r\n` is not part of the password). Errors: unreadable, over 4 KiB, empty, or not
+    /// UTF-8 ([`io::ErrorKind::InvalidData`]), each naming the file.
+    pub fn read_password_file(path: &Path) -> io::Result<String> {
+        use std::io::Read;
+        let name = path.display();
+        let mut raw = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_PASSWORD_FILE + 1).read_to_end(&mut raw))
+            .map_err(|e| io::Error::new(e.kind(), format!("{name}: {e}")))?;
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{name}: {why}"));
+        if raw.len() as u64 > MAX_PASSWORD_FILE {
+            return Err(bad("longer than 4 KiB: not a password file"));
+        }
+        let text = String::from_utf8(raw).map_err(|_| bad("not UTF-8"))?;
+        let line = text.lines().next().unwrap_or("");
+        if line.is_empty() {
+            return Err(bad("empty first line"));
+        }
+        Ok(line.to_string())
+    }
+
+    /// The password in [`PASSWORD_ENV`], if set and not empty. Errors: set but not UTF-8.
+    pub fn password_from_env() -> io::Result<Option<String>> {
+        match std::env::var(PASSWORD_ENV) {
+            Ok(p) if p.is_empty() => Ok(None),
+            Ok(p) => Ok(Some(p)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{PASSWORD_ENV} is not UTF-8"),
+            )),
+        }
+    }
+
     /// The eight-hex-digit tag of an instance id (its high 32 bits), as
     /// [`Backplane::instance_tag`](super::Backplane::instance_tag) shows it.
     pub fn instance_tag(id: u64) -> String {
         format!("{:08x}", id >> 32)
+    }
+}
+
+impl fmt::Debug for BackplaneConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = self.auth.as_ref().map(|(user, _)| (user, "***"));
+        f.debug_struct("BackplaneConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("auth", &auth)
+            .field("channel_prefix", &self.channel_prefix)
+            .field("queue_messages", &self.queue_messages)
+            .field("queue_bytes", &self.queue_bytes)
+            .field("max_payload", &self.max_payload)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .field("stable_after", &self.stable_after)
+            .field("io_timeout", &self.io_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("instance_id", &self.instance_id)
+            .finish()
     }
 }
 
@@ -162,6 +244,28 @@ mod tests {
             let e = BackplaneConfig::from_url(bad).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
         }
+    }
+
+    #[test]
+    fn passwords_from_a_file_and_never_in_debug() {
+        let dir = std::env::temp_dir().join(format!("wsloop-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "s3 cret\r\nignored\n").unwrap();
+        let mut c = BackplaneConfig::from_url("redis://bob:@h").unwrap();
+        assert!(!c.url_has_password());
+        c.set_password(BackplaneConfig::read_password_file(&f).unwrap());
+        assert_eq!(c.auth, Some(("bob".into(), "s3 cret".into())));
+        assert!(!format!("{c:?}").contains("s3 cret"));
+        let mut c = BackplaneConfig::from_url("redis://h").unwrap();
+        c.set_password("x".into());
+        assert_eq!(c.auth, Some(("default".into(), "x".into())));
+        std::fs::write(&f, "\n").unwrap();
+        assert!(BackplaneConfig::read_password_file(&f).is_err());
+        std::fs::write(&f, vec![b'a'; 5000]).unwrap();
+        assert!(BackplaneConfig::read_password_file(&f).is_err());
+        assert!(BackplaneConfig::read_password_file(&dir.join("none")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -68,7 +68,7 @@ mod reader;
 pub mod resp;
 mod writer;
 
-pub use config::{random_instance_id, BackplaneConfig};
+pub use config::{random_instance_id, BackplaneConfig, PASSWORD_ENV};
 
 use std::collections::HashMap;
 use std::io;
