@@ -288,10 +288,7 @@ impl Reader {
             if stalled {
                 return io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "a command unanswered for over {:?}",
-                        cfg.keepalive * 3
-                    ),
+                    format!("a command unanswered for over {:?}", cfg.keepalive * 3),
                 );
             }
             if let Err(e) = read_more(stream, &mut self.decoder) {
@@ -386,7 +383,9 @@ fn handle(
                 }
             }
             if let Some(run) = refused_other.clear() {
-                info!("backplane: Redis at {addr} accepts SUBSCRIBE again ({run} command(s) refused)");
+                info!(
+                    "backplane: Redis at {addr} accepts SUBSCRIBE again ({run} command(s) refused)"
+                );
             }
             Ok(())
         }
@@ -514,7 +513,14 @@ impl Dedup {
         }
     }
 
-    fn check(&mut self, instance: u64, seq: u64, topic: &str, text: bool, payload: &[u8]) -> Verdict {
+    fn check(
+        &mut self,
+        instance: u64,
+        seq: u64,
+        topic: &str,
+        text: bool,
+        payload: &[u8],
+    ) -> Verdict {
         let digest = self.keys.hash_one((topic, text, payload));
         if self.publishers.len() >= MAX_PUBLISHERS && !self.publishers.contains_key(&instance) {
             self.publishers.clear();

@@ -420,10 +420,7 @@ impl Decoder {
     fn add_kept(&mut self, n: usize) -> Result<(), ProtocolError> {
         self.kept += n;
         if self.kept > self.limits.max_frame {
-            return Err(bad(format!(
-                "a frame over {} bytes",
-                self.limits.max_frame
-            )));
+            return Err(bad(format!("a frame over {} bytes", self.limits.max_frame)));
         }
         Ok(())
     }
@@ -511,10 +508,7 @@ impl Decoder {
                     self.state = State::Blob { left: len as usize };
                     None
                 } else {
-                    return Err(bad(format!(
-                        "a frame over {} bytes",
-                        self.limits.max_frame
-                    )));
+                    return Err(bad(format!("a frame over {} bytes", self.limits.max_frame)));
                 };
                 let to = if skipped.is_some() {
                     content
@@ -632,7 +626,10 @@ fn parse_len(b: &[u8]) -> Option<u64> {
 
 /// A RESP integer: optional sign, decimal digits, fits in i64.
 fn parse_int(b: &[u8]) -> Option<i64> {
-    let digits = b.strip_prefix(b"-").or_else(|| b.strip_prefix(b"+")).unwrap_or(b);
+    let digits = b
+        .strip_prefix(b"-")
+        .or_else(|| b.strip_prefix(b"+"))
+        .unwrap_or(b);
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -663,7 +660,9 @@ fn interpret<'a>(frame: &'a [u8], top: Part, parts: &[Part], top_len: u64) -> In
                         },
                     }
                 }
-                (Some(verb @ (b"subscribe" | b"unsubscribe")), Some(_)) if parts[2].kind == b':' => {
+                (Some(verb @ (b"subscribe" | b"unsubscribe")), Some(_))
+                    if parts[2].kind == b':' =>
+                {
                     match parse_int(&frame[parts[2].from..parts[2].to]) {
                         Some(count) => Inbound::Subscribed {
                             unsubscribe: verb == b"unsubscribe",
@@ -786,11 +785,7 @@ mod tests {
         let got = all(b"-ERR unknown command 'HELLO'\r\n:1\r\n+PONG\r\n", limits());
         assert_eq!(
             got,
-            [
-                "Error(\"ERR unknown command 'HELLO'\")",
-                "Reply",
-                "Reply"
-            ]
+            ["Error(\"ERR unknown command 'HELLO'\")", "Reply", "Reply"]
         );
         for garbage in [
             &b"?what\r\n"[..],
@@ -818,7 +813,10 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let nested = b">1\r\n".repeat(1 << 18);
         let got = all(&nested, limits());
-        assert_eq!(got, ["protocol error from Redis: aggregates nested deeper than 8"]);
+        assert_eq!(
+            got,
+            ["protocol error from Redis: aggregates nested deeper than 8"]
+        );
         // Depth 8 is fine.
         let mut ok = b"*1\r\n".repeat(7);
         ok.extend_from_slice(b":1\r\n");
