@@ -782,7 +782,10 @@ fn redis_nested_hello_answer_does_not_kill_the_server() {
 #[test]
 fn redis_peer_with_bigger_limits_cannot_empty_the_room() {
     let mut pushes = message("wsloop:chat", &envelope(A, 1, true, &[b'x'; 100 << 10]));
-    pushes.extend(message("wsloop:chat", &envelope(A, 2, true, b"peer: hello")));
+    pushes.extend(message(
+        "wsloop:chat",
+        &envelope(A, 2, true, b"peer: hello"),
+    ));
     let fake = fake_pushing(pushes);
     let url = fake.url();
     let server = Wsloop::start(
@@ -829,7 +832,8 @@ fn redis_password_from_file_or_environment() {
     std::fs::write(&file, "from-the-file\n").unwrap();
     let url = fake.url();
     let file_arg = file.to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 2] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 2] = [
         (&["--redis-password-file", file_arg], &[], "from-the-file"),
         (
             &[],

@@ -226,7 +226,7 @@ impl Reader {
         // The whole answer within io_timeout, however it is dribbled.
         let deadline = Instant::now() + cfg.io_timeout;
         loop {
-            match self.decoder.next()? {
+            match self.decoder.next_frame()? {
                 Some(Inbound::Error(msg)) => {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
@@ -257,7 +257,7 @@ impl Reader {
         let mut was_stable = false;
         loop {
             loop {
-                let inbound = match self.decoder.next() {
+                let inbound = match self.decoder.next_frame() {
                     Ok(Some(inbound)) => inbound,
                     Ok(None) => break,
                     Err(e) => return e.into(),

@@ -211,7 +211,7 @@ enum State {
 
 /// A resumable, bounded RESP3 decoder owning its read buffer (see the module docs).
 ///
-/// Feed it with [`Decoder::read_with`] (or [`Decoder::feed`]), then call [`Decoder::next`]
+/// Feed it with [`Decoder::read_with`] (or [`Decoder::feed`]), then call [`Decoder::next_frame`]
 /// until it returns `Ok(None)`. After an `Err` the stream is unusable: [`Decoder::reset`]
 /// before a new connection.
 #[derive(Debug)]
@@ -271,7 +271,7 @@ impl Decoder {
     }
 
     /// Bytes held: the unfinished frame's kept bytes plus what is not scanned yet. At most
-    /// [`Limits::max_frame`] + [`READ_CHUNK`] after a [`Decoder::next`] that returned
+    /// [`Limits::max_frame`] + [`READ_CHUNK`] after a [`Decoder::next_frame`] that returned
     /// `Ok(None)`.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -315,7 +315,7 @@ impl Decoder {
 
     /// The next complete frame, if the bytes so far hold one. Resumes where the previous
     /// call stopped; each byte is scanned once.
-    pub fn next(&mut self) -> Result<Option<Inbound<'_>>, ProtocolError> {
+    pub fn next_frame(&mut self) -> Result<Option<Inbound<'_>>, ProtocolError> {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
@@ -698,7 +698,7 @@ mod tests {
         d.feed(input);
         let mut out = Vec::new();
         loop {
-            match d.next() {
+            match d.next_frame() {
                 Ok(Some(f)) => out.push(format!("{f:?}")),
                 Ok(None) => return out,
                 Err(e) => {
@@ -737,14 +737,14 @@ mod tests {
         push.extend_from_slice(&expect[expect.len() - 26..]);
         let mut d = Decoder::new(limits());
         d.feed(&push);
-        match d.next().unwrap() {
+        match d.next_frame().unwrap() {
             Some(Inbound::Message { channel, data }) => {
                 assert_eq!(channel, b"wsloop:room");
                 assert_eq!(envelope::decode(data).unwrap(), (h, &b"hi\r\n"[..]));
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(d.next().unwrap(), None);
+        assert_eq!(d.next_frame().unwrap(), None);
         assert_eq!(d.buffered(), 0);
     }
 
@@ -762,7 +762,7 @@ mod tests {
             let mut got = Vec::new();
             for piece in [&input[..cut], &input[cut..]] {
                 d.feed(piece);
-                while let Some(f) = d.next().unwrap() {
+                while let Some(f) = d.next_frame().unwrap() {
                     got.push(format!("{f:?}"));
                 }
             }
@@ -773,7 +773,7 @@ mod tests {
         let mut got = Vec::new();
         for b in input {
             d.feed(&[*b]);
-            while let Some(f) = d.next().unwrap() {
+            while let Some(f) = d.next_frame().unwrap() {
                 got.push(format!("{f:?}"));
             }
         }
@@ -837,7 +837,7 @@ mod tests {
         // A line that never ends is refused once over the limit, not buffered.
         let mut d = Decoder::new(l);
         d.feed(&[b'+'; 33]);
-        assert!(d.next().is_err());
+        assert!(d.next_frame().is_err());
         assert!(all(b"*11\r\n", l)[0].contains("11 elements"));
         assert!(all(b"%6\r\n", l)[0].contains("12 elements"));
         // Three 99-byte blobs are over the frame's 300 bytes.
@@ -855,26 +855,26 @@ mod tests {
         let l = Limits::for_bulk(1000);
         let mut d = Decoder::new(l);
         d.feed(b">3\r\n$7\r\nmessage\r\n$4\r\nwsloop:x\r\n");
-        assert!(d.next().is_err(), "4-byte channel given 8 bytes");
+        assert!(d.next_frame().is_err(), "4-byte channel given 8 bytes");
         let mut d = Decoder::new(l);
         d.feed(b">3\r\n$7\r\nmessage\r\n$8\r\nwsloop:x\r\n$100000\r\n");
-        assert_eq!(d.next().unwrap(), None);
+        assert_eq!(d.next_frame().unwrap(), None);
         for _ in 0..100 {
             d.feed(&[7u8; 1000]);
-            assert_eq!(d.next().unwrap(), None);
+            assert_eq!(d.next_frame().unwrap(), None);
             // The header and at most the last piece fed, never the 100 000 bytes.
             assert!(d.buffered() <= 1000 + 64, "{}", d.buffered());
         }
         d.feed(b"\r\n:5\r\n");
         assert_eq!(
-            d.next().unwrap(),
+            d.next_frame().unwrap(),
             Some(Inbound::OversizeMessage {
                 channel: b"wsloop:x",
                 len: 100_000
             })
         );
-        assert_eq!(d.next().unwrap(), Some(Inbound::Reply));
-        assert_eq!(d.next().unwrap(), None);
+        assert_eq!(d.next_frame().unwrap(), Some(Inbound::Reply));
+        assert_eq!(d.next_frame().unwrap(), None);
     }
 
     #[test]
