@@ -20,6 +20,12 @@ pub struct BackplaneConfig {
     pub host: String,
     /// Redis TCP port (6379 when the URL has none).
     pub port: u16,
+    /// TLS to Redis (`rediss://`), with rustls: the server's certificate must chain to
+    /// [`BackplaneConfig::tls_ca_file`] (or the system's CA bundle) and name `host`.
+    pub tls: bool,
+    /// PEM file of the CA certificates trusted for `rediss://`; `None`: the system bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt` and the like).
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// `(user, password)` from the URL (or [`BackplaneConfig::set_password`]), sent with
     /// `HELLO 3 AUTH`; user `default` when the URL gives only a password. No
     /// percent-decoding: use plain characters. A password in a URL on the command line is
@@ -67,14 +73,21 @@ pub struct BackplaneConfig {
 }
 
 impl BackplaneConfig {
-    /// Parses `redis://[[user]:password@]host[:port][/db]` (the db number is ignored: pub/sub
-    /// channels are global to a Redis server). Other schemes (`rediss://`, `unix://`) are
-    /// [`io::ErrorKind::InvalidInput`].
+    /// Parses `redis://[[user]:password@]host[:port][/db]` or the same with `rediss://` (TLS)
+    /// (the db number is ignored: pub/sub channels are global to a Redis server). Other
+    /// schemes (`unix://`) are [`io::ErrorKind::InvalidInput`].
     pub fn from_url(url: &str) -> io::Result<BackplaneConfig> {
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{why}: {url}"));
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or_else(|| bad("only redis:// URLs are supported"))?;
+        // The URL may carry a password: errors name only its scheme and host part.
+        let shown = match url.rsplit_once('@') {
+            Some((_, host)) => format!("…@{host}"),
+            None => url.to_string(),
+        };
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{why}: {shown}"));
+        let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(bad("only redis:// and rediss:// URLs are supported")),
+        };
         let authority = rest.split('/').next().unwrap_or("");
         let (auth, hostport) = match authority.rsplit_once('@') {
             Some((cred, hp)) => {
@@ -104,6 +117,8 @@ impl BackplaneConfig {
         Ok(BackplaneConfig {
             host: host.to_string(),
             port,
+            tls,
+            tls_ca_file: None,
             auth,
             channel_prefix: "wsloop:".to_string(),
             queue_messages: 65_536,
@@ -181,6 +196,8 @@ impl fmt::Debug for BackplaneConfig {
         f.debug_struct("BackplaneConfig")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("auth", &auth)
             .field("channel_prefix", &self.channel_prefix)
             .field("queue_messages", &self.queue_messages)
@@ -234,8 +251,11 @@ mod tests {
         assert_eq!(c.auth, Some(("bob".into(), "pw".into())));
         let c = BackplaneConfig::from_url("redis://[::1]").unwrap();
         assert_eq!((c.host.as_str(), c.port), ("::1", 6379));
+        let c = BackplaneConfig::from_url("rediss://:pw@cache.example:6380").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.tls), ("cache.example", 6380, true));
+        assert!(!BackplaneConfig::from_url("redis://h").unwrap().tls);
         for bad in [
-            "rediss://h:1",
+            "unix:///tmp/redis.sock",
             "http://h",
             "redis://",
             "redis://h:x",

@@ -64,6 +64,7 @@
 
 mod config;
 pub mod envelope;
+mod link;
 mod reader;
 pub mod resp;
 mod writer;
@@ -72,7 +73,6 @@ pub use config::{random_instance_id, BackplaneConfig, PASSWORD_ENV};
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -156,9 +156,9 @@ struct Link {
     /// The reader holds a live connection of `epoch`.
     up: bool,
     /// The write half of the `epoch` connection, until the writer takes it.
-    fresh: Option<TcpStream>,
+    fresh: Option<link::Stream>,
     /// A handle on the live connection, to shut it down from `Drop`.
-    current: Option<TcpStream>,
+    current: Option<link::Stream>,
 }
 
 #[derive(Default)]
@@ -240,6 +240,8 @@ impl Pending {
 
 struct Shared {
     cfg: BackplaneConfig,
+    /// For `rediss://`: the TLS client configuration, built once at start.
+    tls: Option<Arc<rustls::ClientConfig>>,
     instance: u64,
     tag: String,
     link: Mutex<Link>,
@@ -303,16 +305,22 @@ impl Backplane {
     /// the connection is made in the background (so an instance starts, and serves locally,
     /// while Redis is down); watch [`BackplaneStats::connected`]. `sink` gets every message of
     /// another instance on a subscribed topic, on the reader thread; it must not own this
-    /// `Backplane` (its threads would never be joined). Errors: spawning a thread failed.
+    /// `Backplane` (its threads would never be joined). Errors: spawning a thread failed, or
+    /// (`rediss://`) no usable CA certificates ([`BackplaneConfig::tls_ca_file`]).
     pub fn start(
         config: BackplaneConfig,
         sink: impl FnMut(Incoming) + Send + 'static,
     ) -> io::Result<Backplane> {
         let instance = config.instance_id.unwrap_or_else(random_instance_id);
+        let tls = match config.tls {
+            true => Some(link::client_config(config.tls_ca_file.as_deref())?),
+            false => None,
+        };
         let (tx, rx) = sync_channel(config.queue_messages.max(1));
         let shared = Arc::new(Shared {
             tag: BackplaneConfig::instance_tag(instance),
             cfg: config,
+            tls,
             instance,
             link: Mutex::new(Link {
                 desired: HashMap::new(),
@@ -455,7 +463,7 @@ impl Drop for Backplane {
         let s = &self.shared;
         s.shutdown.store(true, Relaxed);
         if let Some(conn) = s.link().current.take() {
-            let _ = conn.shutdown(Shutdown::Both);
+            conn.shutdown();
         }
         {
             let _guard = s.nap.0.lock().unwrap_or_else(|e| e.into_inner());

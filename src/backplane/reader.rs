@@ -12,8 +12,8 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::resp::{self, Decoder, Inbound, Limits};
+use super::link::Stream;
 use super::{envelope, Expect, Incoming, Shared};
 
 /// Publishers whose recent messages are remembered; past this the table starts afresh
@@ -103,7 +104,7 @@ impl Reader {
             match self.connect() {
                 Ok(stream) => {
                     if !install(&shared, &stream) {
-                        let _ = stream.shutdown(Shutdown::Both);
+                        stream.shutdown();
                         break;
                     }
                     let c = &shared.counters;
@@ -127,7 +128,7 @@ impl Reader {
                         let lost = shared.pending().reset(0);
                         c.dropped.fetch_add(lost, Relaxed);
                     }
-                    let _ = stream.shutdown(Shutdown::Both);
+                    stream.shutdown();
                     shared.wake_writer();
                     if shared.shutdown.load(Relaxed) {
                         break;
@@ -195,9 +196,9 @@ impl Reader {
         }
     }
 
-    /// TCP connect and `HELLO 3` (with `AUTH` and a client name). Bytes after the answer
-    /// stay in the decoder.
-    fn connect(&mut self) -> io::Result<TcpStream> {
+    /// TCP connect, the TLS handshake for `rediss://`, and `HELLO 3` (with `AUTH` and a
+    /// client name). Bytes after the answer stay in the decoder.
+    fn connect(&mut self) -> io::Result<Stream> {
         let cfg = &self.shared.cfg;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
         let mut stream = None;
@@ -210,10 +211,11 @@ impl Reader {
                 Err(e) => last = e,
             }
         }
-        let mut stream = stream.ok_or(last)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(cfg.io_timeout))?;
-        stream.set_read_timeout(Some(cfg.io_timeout))?;
+        let sock = stream.ok_or(last)?;
+        sock.set_nodelay(true)?;
+        sock.set_write_timeout(Some(cfg.io_timeout))?;
+        sock.set_read_timeout(Some(cfg.io_timeout))?;
+        let stream = Stream::new(sock, cfg, self.shared.tls.as_ref())?;
         let name = format!("wsloop-{}", self.shared.tag);
         let mut args: Vec<&[u8]> = vec![b"HELLO", b"3"];
         if let Some((user, pass)) = &cfg.auth {
@@ -250,7 +252,7 @@ impl Reader {
     }
 
     /// Reads and dispatches until the connection fails; returns why.
-    fn read_loop(&mut self, stream: &TcpStream, up_at: Instant) -> io::Error {
+    fn read_loop(&mut self, stream: &Stream, up_at: Instant) -> io::Error {
         let shared = self.shared.clone();
         let cfg = &shared.cfg;
         // Connected, HELLO answered: the link starts with no outstanding command.
@@ -299,7 +301,7 @@ impl Reader {
 }
 
 /// Publishes the new connection to the writer and to `Drop`; false if shutting down.
-fn install(shared: &Shared, stream: &TcpStream) -> bool {
+fn install(shared: &Shared, stream: &Stream) -> bool {
     let (Ok(fresh), Ok(current)) = (stream.try_clone(), stream.try_clone()) else {
         return false;
     };
@@ -320,9 +322,9 @@ fn install(shared: &Shared, stream: &TcpStream) -> bool {
 }
 
 /// Reads once from `stream` into the decoder; end of stream is an error.
-fn read_more(mut stream: &TcpStream, decoder: &mut Decoder) -> io::Result<()> {
+fn read_more(stream: &Stream, decoder: &mut Decoder) -> io::Result<()> {
     let got = loop {
-        match decoder.read_with(|b| stream.read(b)) {
+        match stream.read_into(decoder) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => break other,
         }

@@ -234,6 +234,8 @@ pub struct Decoder {
     kept: usize,
     /// Set once an error was returned.
     broken: Option<ProtocolError>,
+    /// What `read_with` reads into.
+    scratch: Vec<u8>,
 }
 
 /// Bytes asked of each read into the decoder's buffer.
@@ -255,6 +257,7 @@ impl Decoder {
             nparts: 0,
             kept: 0,
             broken: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -266,8 +269,10 @@ impl Decoder {
         if buf.capacity() > 4 * READ_CHUNK {
             buf = Vec::new();
         }
+        let scratch = std::mem::take(&mut self.scratch);
         *self = Decoder::new(limits);
         self.buf = buf;
+        self.scratch = scratch;
     }
 
     /// Bytes held: the unfinished frame's kept bytes plus what is not scanned yet. At most
@@ -293,18 +298,19 @@ impl Decoder {
     }
 
     /// Appends up to [`READ_CHUNK`] bytes that `read` puts in the slice it is given, and
-    /// returns how many (0: end of stream). Errors are `read`'s.
+    /// returns how many (0: end of stream). Errors are `read`'s. The slice is a scratch
+    /// buffer zeroed once, so a read of a few bytes costs a few bytes, not a chunk's memset.
     pub fn read_with(
         &mut self,
         read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
+        if self.scratch.len() != READ_CHUNK {
+            self.scratch = vec![0; READ_CHUNK];
+        }
+        let n = read(&mut self.scratch)?.min(READ_CHUNK);
         self.compact();
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let got = read(&mut self.buf[len..]);
-        let n = *got.as_ref().unwrap_or(&0);
-        self.buf.truncate(len + n.min(READ_CHUNK));
-        got
+        self.buf.extend_from_slice(&self.scratch[..n]);
+        Ok(n)
     }
 
     /// Appends `bytes` (tests and the fuzz target; the reader uses [`Decoder::read_with`]).

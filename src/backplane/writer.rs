@@ -10,8 +10,6 @@
 //! on its reply, not on its write).
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -29,7 +27,7 @@ const CHANNELS_PER_COMMAND: usize = 512;
 
 /// The writer's view of one live connection.
 struct Conn {
-    stream: TcpStream,
+    stream: super::link::Stream,
     epoch: u64,
     /// Topics a `SUBSCRIBE` was written for on this connection (and not unsubscribed since).
     subscribed: HashSet<Arc<str>>,
@@ -107,7 +105,7 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Cmd>) {
                     Err(e) => {
                         // The reader sees the shutdown, logs the outage and reconnects.
                         debug!("backplane: write to Redis failed: {e}");
-                        let _ = c.stream.shutdown(Shutdown::Both);
+                        c.stream.shutdown();
                         conn = None;
                         // Their `Pending` entries are counted dropped when the reader resets
                         // it for the lost connection.
