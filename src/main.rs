@@ -130,8 +130,9 @@ struct Opts {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Join other instances through Redis pub/sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/]
-    /// (publishes reach every instance's subscribers; chat names get the instance tag).
+    /// Join other instances through Redis pub/sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/],
+    /// or rediss://... for TLS (publishes reach every instance's subscribers; chat names get
+    /// the instance tag). A password here is visible in `ps`: see --redis-password-file.
     #[arg(long, global = true, value_name = "URL", value_parser = cli_args::redis_url)]
     redis: Option<BackplaneConfig>,
     /// With --redis: read the Redis password from this file (its first line) rather than
@@ -139,6 +140,10 @@ struct Opts {
     /// environment variable is used if set.
     #[arg(long, global = true, value_name = "FILE", requires = "redis")]
     redis_password_file: Option<PathBuf>,
+    /// With a rediss:// --redis URL: trust the CA certificates in this PEM file for the Redis
+    /// server's certificate (default: the system's CA bundle).
+    #[arg(long, global = true, value_name = "FILE", requires = "redis")]
+    redis_ca: Option<PathBuf>,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -302,6 +307,7 @@ fn main() {
         let mut bp = BackplaneConfig {
             instance_id: Some(random_instance_id()),
             max_payload: o.max_message_size.min(o.max_backpressure),
+            tls_ca_file: o.redis_ca.clone(),
             ..bp
         };
         redis_password(&mut bp, o.redis_password_file.as_deref());

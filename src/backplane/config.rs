@@ -82,7 +82,8 @@ impl BackplaneConfig {
             Some((_, host)) => format!("…@{host}"),
             None => url.to_string(),
         };
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{why}: {shown}"));
+        let bad =
+            |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{why}: {shown}"));
         let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
             (Some(rest), _) => (false, rest),
             (_, Some(rest)) => (true, rest),
@@ -252,7 +253,10 @@ mod tests {
         let c = BackplaneConfig::from_url("redis://[::1]").unwrap();
         assert_eq!((c.host.as_str(), c.port), ("::1", 6379));
         let c = BackplaneConfig::from_url("rediss://:pw@cache.example:6380").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.tls), ("cache.example", 6380, true));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.tls),
+            ("cache.example", 6380, true)
+        );
         assert!(!BackplaneConfig::from_url("redis://h").unwrap().tls);
         for bad in [
             "unix:///tmp/redis.sock",

@@ -61,15 +61,19 @@ pub(super) fn client_config(ca_file: Option<&Path>) -> io::Result<Arc<rustls::Cl
     let mut roots = rustls::RootCertStore::empty();
     let mut tried = Vec::new();
     for path in paths {
-        let certs: Result<Vec<CertificateDer<'static>>, _> = match CertificateDer::pem_file_iter(path) {
-            Ok(iter) => iter.collect(),
-            Err(e) => {
-                tried.push(format!("{}: {e}", path.display()));
-                continue;
-            }
-        };
+        let certs: Result<Vec<CertificateDer<'static>>, _> =
+            match CertificateDer::pem_file_iter(path) {
+                Ok(iter) => iter.collect(),
+                Err(e) => {
+                    tried.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
         let certs = certs.map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
         })?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added > 0 {
@@ -106,7 +110,10 @@ impl Stream {
             return Ok(Stream::Plain(sock));
         };
         let name = ServerName::try_from(cfg.host.clone()).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("TLS server name {}: {e}", cfg.host))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TLS server name {}: {e}", cfg.host),
+            )
         })?;
         let mut conn = rustls::ClientConnection::new(tls.clone(), name)
             .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
@@ -190,11 +197,11 @@ impl Stream {
 impl Tls {
     fn read_into(&self, decoder: &mut Decoder) -> io::Result<usize> {
         let mut raw = [0u8; TLS_READ];
-        loop {
-            // Plaintext rustls already holds comes first.
-            if let Some(n) = self.take_plaintext(decoder)? {
-                return Ok(n);
-            }
+        let before = decoder.buffered();
+        // Plaintext rustls already holds comes first.
+        let mut closed = drain_plaintext(&mut self.conn(), decoder)?;
+        while decoder.buffered() == before && !closed {
+            // Blocks without the lock, so the writer can go on meanwhile.
             let got = (&self.sock).read(&mut raw)?;
             if got == 0 {
                 return Ok(0);
@@ -206,32 +213,16 @@ impl Tls {
                 conn.process_new_packets()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
                 // Its plaintext buffer is bounded: drain it before feeding more.
-                drain_plaintext(&mut conn, decoder)?;
+                closed |= drain_plaintext(&mut conn, decoder)?;
             }
             // Post-handshake messages to answer (e.g. a key update).
             let mut sock = &self.sock;
             while conn.wants_write() {
                 conn.write_tls(&mut sock)?;
             }
-            drop(conn);
-            if let Some(n) = self.take_plaintext(decoder)? {
-                return Ok(n);
-            }
         }
-    }
-
-    /// What the decoder got from rustls's buffer: `Some(n > 0)` data, `Some(0)` the
-    /// peer's close_notify, `None` nothing yet.
-    fn take_plaintext(&self, decoder: &mut Decoder) -> io::Result<Option<usize>> {
-        let mut conn = self.conn();
-        let before = decoder.buffered();
-        let closed = drain_plaintext(&mut conn, decoder)?;
-        let n = decoder.buffered() - before;
-        Ok(match (n, closed) {
-            (0, true) => Some(0),
-            (0, false) => None,
-            (n, _) => Some(n),
-        })
+        // New bytes first; the close (0) on the next call.
+        Ok(decoder.buffered() - before)
     }
 }
 

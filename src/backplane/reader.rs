@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::resp::{self, Decoder, Inbound, Limits};
 use super::link::Stream;
+use super::resp::{self, Decoder, Inbound, Limits};
 use super::{envelope, Expect, Incoming, Shared};
 
 /// Publishers whose recent messages are remembered; past this the table starts afresh
