@@ -105,8 +105,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The defaults (see each field), with blobs kept up to `max_bulk` bytes.
+    /// The defaults (see each field), with blobs kept up to `max_bulk` bytes, or 64 KiB if
+    /// that is more. The floor keeps discarding cheap (cutting a blob out moves at most one
+    /// frame's kept bytes, under twice the blob's own length); a message kept because of it
+    /// is still checked against the payload limit by the reader.
     pub fn for_bulk(max_bulk: usize) -> Limits {
+        let max_bulk = max_bulk.max(64 << 10);
         Limits {
             max_depth: 8,
             max_elements: 4096,
@@ -402,8 +406,16 @@ impl Decoder {
                         };
                         return Ok(false);
                     }
-                    // The rest of it is in this read (at most READ_CHUNK bytes): step over it.
-                    self.pos += left as usize;
+                    // The rest of it is here, followed by later bytes. Cut it out by moving
+                    // this frame's earlier bytes up over it (the frame's kept bytes, at most
+                    // `max_frame`, for a blob longer than `max_bulk`: linear overall), so
+                    // later bytes never move, nothing skipped stays in memory, and offsets
+                    // relative to the frame's start stay valid.
+                    let left = left as usize;
+                    self.buf
+                        .copy_within(self.start..self.pos, self.start + left);
+                    self.start += left;
+                    self.pos += left;
                     self.state = State::BlobEnd;
                 }
                 State::BlobEnd => {
@@ -507,6 +519,8 @@ impl Decoder {
                 let fits = len as usize <= self.limits.max_bulk
                     && self.kept + len as usize + 2 <= self.limits.max_frame;
                 let skipped = if len as usize > self.limits.max_bulk {
+                    // Its CRLF is kept like any blob's (it is scanned where it stands).
+                    self.add_kept(2)?;
                     self.state = State::Skip { left: len };
                     Some(len)
                 } else if fits {
@@ -858,7 +872,11 @@ mod tests {
 
     #[test]
     fn oversize_message_is_skipped_not_buffered() {
-        let l = Limits::for_bulk(1000);
+        let l = Limits {
+            max_bulk: 1000,
+            max_frame: 2000,
+            ..Limits::for_bulk(0)
+        };
         let mut d = Decoder::new(l);
         d.feed(b">3\r\n$7\r\nmessage\r\n$4\r\nwsloop:x\r\n");
         assert!(d.next_frame().is_err(), "4-byte channel given 8 bytes");
@@ -881,6 +899,20 @@ mod tests {
         );
         assert_eq!(d.next_frame().unwrap(), Some(Inbound::Reply));
         assert_eq!(d.next_frame().unwrap(), None);
+        // Whole oversize blobs inside one piece are cut out too, not kept: a frame of many
+        // of them stays within the frame limit.
+        let mut d = Decoder::new(l);
+        let mut many = b"*100\r\n".to_vec();
+        for _ in 0..100 {
+            many.extend_from_slice(b"$1500\r\n");
+            many.extend_from_slice(&[b'y'; 1500]);
+            many.extend_from_slice(b"\r\n");
+        }
+        d.feed(&many);
+        assert_eq!(d.next_frame().unwrap(), Some(Inbound::Reply));
+        d.feed(&many[..many.len() - 3]);
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert!(d.buffered() < 2000, "{}", d.buffered());
     }
 
     #[test]

@@ -96,7 +96,12 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Cmd>) {
             // Not for the live connection (the reader moved on), or too much unanswered:
             // nothing is written and the publishes count as dropped.
             if !out.is_empty() && !shared.pending().push(c.epoch, &expects) {
+                // A stale connection, or thousands of commands unanswered: either way this
+                // one is done (and a SUBSCRIBE not written must not be taken as sent), so
+                // give it up; the reader reconnects and everything is subscribed afresh.
                 debug!("backplane: not writing to a stale or unanswering Redis connection");
+                c.stream.shutdown();
+                conn = None;
                 dropped += sent;
             } else if !out.is_empty() {
                 // Counted published (or refused) by the reader, on Redis's answer.
