@@ -153,7 +153,7 @@ fn rediss_two_instances_exchange_messages_over_tls() {
     }
     let first = b_rx.recv_timeout(DEADLINE).expect("the big message");
     assert_eq!(
-        (first.payload.len(), &first.payload[..] == big),
+        (first.payload.len(), first.payload[..] == big[..]),
         (big.len(), true)
     );
     for i in 0..100 {

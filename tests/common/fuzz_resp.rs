@@ -132,7 +132,10 @@ enum Step {
     Bad(String),
 }
 
-fn line(b: &[u8], at: usize) -> Result<Option<(u8, &[u8], usize)>, String> {
+/// A header line: its type byte, its body (CRLF excluded), and where the next byte is.
+type Line<'a> = (u8, &'a [u8], usize);
+
+fn line(b: &[u8], at: usize) -> Result<Option<Line<'_>>, String> {
     let Some(nl) = b[at..].iter().position(|&c| c == b'\n') else {
         return Ok(None);
     };
