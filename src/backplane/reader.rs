@@ -123,10 +123,12 @@ impl Reader {
                         link.up = false;
                         link.fresh = None;
                         link.current = None;
-                        c.connected.store(false, Relaxed);
-                        c.subscriptions.store(0, Relaxed);
+                        // Counted before `connected` goes false, so whoever sees the link down
+                        // also sees its unanswered publishes as dropped.
                         let lost = shared.pending().reset(0);
                         c.dropped.fetch_add(lost, Relaxed);
+                        c.connected.store(false, Relaxed);
+                        c.subscriptions.store(0, Relaxed);
                     }
                     stream.shutdown();
                     shared.wake_writer();
