@@ -246,7 +246,9 @@ fn redis_restart_loses_only_what_was_published_while_down() {
     assert_eq!(before, (1..=50).map(|i| i.to_string()).collect::<Vec<_>>());
     // Published counts on Redis's answer; one still unanswered when Redis dies would be
     // counted dropped, so wait for all 50 answers first.
-    wait_until("a's 50 publishes answered", || a.stats().published_total == 50);
+    wait_until("a's 50 publishes answered", || {
+        a.stats().published_total == 50
+    });
 
     redis.kill();
     wait_until("both see Redis gone", || {

@@ -575,6 +575,9 @@ fn redis_bad_envelopes_are_counted_malformed_and_dropped() {
         "wsloop:room",
         &envelope(A, 11, false, &[0u8; 1025]),
     ));
+    // `message` pushes of the wrong shape.
+    pushes.extend(b">2\r\n$7\r\nmessage\r\n$11\r\nwsloop:room\r\n");
+    pushes.extend(b">3\r\n$7\r\nmessage\r\n$11\r\nwsloop:room\r\n:1\r\n");
     // Binary need not be UTF-8; then the marker.
     pushes.extend(message("wsloop:room", &envelope(A, 12, false, b"\xff")));
     pushes.extend(message("wsloop:room", &envelope(A, 13, true, b"end")));
@@ -587,7 +590,7 @@ fn redis_bad_envelopes_are_counted_malformed_and_dropped() {
     assert_eq!((&bin.payload[..], bin.text), (&b"\xff"[..], false));
     assert_eq!(&recv(&rx, "the end marker").payload[..], b"end");
     let s = bp.stats();
-    assert_eq!((s.malformed_total, s.oversize_total), (8, 1), "{s:?}");
+    assert_eq!((s.malformed_total, s.oversize_total), (10, 1), "{s:?}");
     assert_eq!(
         (s.received_total, s.connects_total, s.protocol_errors_total),
         (2, 1, 0)

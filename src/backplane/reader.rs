@@ -393,6 +393,10 @@ fn handle(
             }
             Ok(())
         }
+        Inbound::BadMessage => {
+            c.malformed.fetch_add(1, Relaxed);
+            Ok(())
+        }
         Inbound::OtherPush => Ok(()),
         Inbound::Error(msg) => {
             let what = {

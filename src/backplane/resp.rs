@@ -167,6 +167,9 @@ pub enum Inbound<'a> {
         /// Channels subscribed after this one, as Redis counts them.
         count: i64,
     },
+    /// A `message` push of the wrong shape (not three elements, or a channel or data that is
+    /// not a string): counted as malformed.
+    BadMessage,
     /// Any other push (client-tracking invalidations and the like): not a reply.
     OtherPush,
     /// An error reply (`-ERR ...` or a blob error), as text for the log (lossy UTF-8, at
@@ -667,8 +670,12 @@ fn interpret<'a>(frame: &'a [u8], top: Part, parts: &[Part], top_len: u64) -> In
     };
     match top.kind {
         PUSH => {
+            let first = parts.first().and_then(text);
             if top_len != 3 || parts.len() != 3 {
-                return Inbound::OtherPush;
+                return match first {
+                    Some(b"message") => Inbound::BadMessage,
+                    _ => Inbound::OtherPush,
+                };
             }
             match (text(&parts[0]), text(&parts[1])) {
                 (Some(b"message"), Some(channel)) if parts[2].kind == b'$' => {
@@ -691,6 +698,7 @@ fn interpret<'a>(frame: &'a [u8], top: Part, parts: &[Part], top_len: u64) -> In
                         None => Inbound::OtherPush,
                     }
                 }
+                (Some(b"message"), _) => Inbound::BadMessage,
                 _ => Inbound::OtherPush,
             }
         }
@@ -928,6 +936,13 @@ mod tests {
                 "Subscribed { unsubscribe: true, count: 0 }",
                 "OtherPush"
             ]
+        );
+        assert_eq!(
+            all(
+                b">2\r\n$7\r\nmessage\r\n$1\r\na\r\n>3\r\n+message\r\n:1\r\n$0\r\n\r\n",
+                limits()
+            ),
+            ["BadMessage", "BadMessage"]
         );
     }
 }

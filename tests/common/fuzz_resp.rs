@@ -296,10 +296,14 @@ fn meaning(v: &Value) -> String {
                         }
                     )
                 }
+                (Some(m), _, _) if m == b"message" => Inbound::BadMessage,
                 _ => Inbound::OtherPush,
             }
         }
-        Value::Agg { kind: b'>', .. } => Inbound::OtherPush,
+        Value::Agg { kind: b'>', items } => match items.first().and_then(text) {
+            Some(m) if m == b"message" => Inbound::BadMessage,
+            _ => Inbound::OtherPush,
+        },
         Value::Leaf {
             kind: b'-' | b'!',
             body,
