@@ -662,6 +662,18 @@ fn parse_int(b: &[u8]) -> Option<i64> {
 /// Longest error text kept for the log.
 const ERROR_TEXT: usize = 256;
 
+/// Text from Redis made fit for one log line: lossy UTF-8, control characters (newlines,
+/// terminal escapes) escaped, so a hostile error reply cannot forge log lines.
+pub fn log_safe(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .flat_map(|c| match c.is_control() {
+            true => c.escape_default().collect::<Vec<char>>(),
+            false => vec![c],
+        })
+        .collect()
+}
+
 /// What a complete frame (`frame`, with its recorded parts) means.
 fn interpret<'a>(frame: &'a [u8], top: Part, parts: &[Part], top_len: u64) -> Inbound<'a> {
     let text = |p: &Part| match p.kind {
@@ -705,7 +717,7 @@ fn interpret<'a>(frame: &'a [u8], top: Part, parts: &[Part], top_len: u64) -> In
         b'-' | b'!' => {
             let body = &frame[top.from..top.to];
             let cut = &body[..body.len().min(ERROR_TEXT)];
-            Inbound::Error(String::from_utf8_lossy(cut).into_owned())
+            Inbound::Error(log_safe(cut))
         }
         _ => Inbound::Reply,
     }
@@ -921,6 +933,20 @@ mod tests {
         d.feed(&many[..many.len() - 3]);
         assert_eq!(d.next_frame().unwrap(), None);
         assert!(d.buffered() < 2000, "{}", d.buffered());
+    }
+
+    #[test]
+    fn error_text_cannot_forge_log_lines() {
+        let mut d = Decoder::new(limits());
+        d.feed(b"!12\r\nERR a\nWARN b\r\n-\x1b[31mred\r\n");
+        let Some(Inbound::Error(e)) = d.next_frame().unwrap() else {
+            panic!()
+        };
+        assert_eq!(e, "ERR a\\nWARN b");
+        let Some(Inbound::Error(e)) = d.next_frame().unwrap() else {
+            panic!()
+        };
+        assert_eq!(e, "\\u{1b}[31mred");
     }
 
     #[test]

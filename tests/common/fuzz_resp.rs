@@ -309,7 +309,7 @@ fn meaning(v: &Value) -> String {
             body,
         } => {
             let cut = &body[..body.len().min(256)];
-            Inbound::Error(String::from_utf8_lossy(cut).into_owned())
+            Inbound::Error(wsloop::backplane::resp::log_safe(cut))
         }
         _ => Inbound::Reply,
     };
