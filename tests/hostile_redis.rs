@@ -925,3 +925,44 @@ fn redis_counter_families_are_exposed() {
     }
     let _ = server.stop();
 }
+
+/// Case 2 through the server: a chat client's 2 000 messages (and its join) all refused
+/// with `-NOPERM`: one warning, no line per message, every refusal counted as dropped.
+#[test]
+fn redis_noperm_through_the_chat_logs_once() {
+    const N: usize = 2000;
+    let fake = Fake::start(|_, c| {
+        if c.hello().is_some() {
+            c.serve(|_| {
+                b"-NOPERM this user has no permissions to access one of the channels\r\n".to_vec()
+            });
+        }
+    });
+    let url = fake.url();
+    let server = Wsloop::start("chat", &["--redis", &url], &[]);
+    wait_until("backplane up", || {
+        server.metrics()["wsloop_backplane_up"] == 1.0
+    });
+    let mut s = common::raw_ws(server.addr);
+    let reader = {
+        let mut r = s.try_clone().unwrap();
+        // The chat sends every line back to its sender: read them so nothing backs up.
+        std::thread::spawn(move || (0..=N).for_each(|_| drop(common::read_frame(&mut r))))
+    };
+    for i in 0..N {
+        s.write_all(&common::client_frame(true, 1, format!("m{i}").as_bytes()))
+            .unwrap();
+    }
+    reader.join().unwrap();
+    let want = (N + 1) as f64;
+    wait_until("every publish refused", || {
+        server.metrics()["wsloop_backplane_refused_total"] == want
+    });
+    let m = server.metrics();
+    assert_eq!(m["wsloop_backplane_published_total"], 0.0, "{m:?}");
+    assert_eq!(m["wsloop_backplane_dropped_total"], want, "{m:?}");
+    drop(s);
+    let lines = server.stop();
+    assert_eq!(count(&lines, "NOPERM"), 1, "{lines:#?}");
+    assert!(lines.len() < 20, "{lines:#?}");
+}
