@@ -966,3 +966,32 @@ fn redis_noperm_through_the_chat_logs_once() {
     assert_eq!(count(&lines, "NOPERM"), 1, "{lines:#?}");
     assert!(lines.len() < 20, "{lines:#?}");
 }
+
+/// Case 3 through the server: a Redis that answers HELLO and drops the link, again and
+/// again. Retries follow the back-off (never sooner), and the whole outage is one line.
+#[test]
+fn redis_flapping_through_the_server_logs_once() {
+    let fake = Fake::start(|_, c| {
+        let _ = c.hello();
+    });
+    let url = fake.url();
+    let mut server = Wsloop::start("echo", &["--redis", &url], &[]);
+    wait_until("five connections", || fake.connections() >= 5);
+    server.assert_alive();
+    server.echo();
+    let times = fake.accepted.lock().unwrap().clone();
+    let mut wait = Duration::from_millis(100);
+    for pair in times.windows(2) {
+        assert!(pair[1] - pair[0] >= wait, "{times:?}");
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    let lines = server.stop();
+    let about: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("wsloop::backplane::reader"))
+        .collect();
+    assert_eq!(count(&lines, "lost Redis"), 1, "{lines:#?}");
+    assert_eq!(count(&lines, "is back (outage"), 0, "{lines:#?}");
+    // "connected" once, "lost" once: not a line per attempt.
+    assert_eq!(about.len(), 2, "{about:#?}");
+}
