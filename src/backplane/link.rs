@@ -118,7 +118,16 @@ impl Stream {
         let mut conn = rustls::ClientConnection::new(tls.clone(), name)
             .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
         let mut s = &sock;
+        // One deadline for the whole handshake: the socket's time-outs bound each read, and a
+        // server dribbling its handshake a byte at a time must not stretch it.
+        let deadline = std::time::Instant::now() + cfg.io_timeout;
         while conn.is_handshaking() {
+            if std::time::Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake not done in time",
+                ));
+            }
             conn.complete_io(&mut s).map_err(|e| match e.kind() {
                 io::ErrorKind::InvalidData => {
                     io::Error::new(io::ErrorKind::InvalidData, format!("TLS handshake: {e}"))
