@@ -404,7 +404,9 @@ impl Backplane {
 
     /// Queues `payload` for every other instance subscribed to `topic`; copies it once.
     /// Returns false, and counts a drop, if Redis is away, the queue is full or the payload is
-    /// over [`BackplaneConfig::max_payload`]. Never blocks.
+    /// over [`BackplaneConfig::max_payload`]. Never blocks. True means queued, not
+    /// delivered: it is counted published when Redis answers it, or dropped (and refused)
+    /// when Redis answers an error or the link is lost first.
     pub fn publish(&self, topic: &str, text: bool, payload: &[u8]) -> bool {
         let s = &self.shared;
         let len = payload.len();
