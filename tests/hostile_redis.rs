@@ -995,3 +995,65 @@ fn redis_flapping_through_the_server_logs_once() {
     // "connected" once, "lost" once: not a line per attempt.
     assert_eq!(about.len(), 2, "{about:#?}");
 }
+
+/// A flapping link under a steady stream of chat messages: the server's own "dropping
+/// publishes" line comes once for the outage, not once per flap (each up phase lets some
+/// publishes through).
+#[test]
+fn redis_flapping_under_publishes_logs_drops_once() {
+    let fake = Fake::start(|i, c| {
+        if c.hello().is_none() {
+            return;
+        }
+        // The first link holds until the test has its client publishing; later ones serve
+        // for a moment (some publishes get through), then drop.
+        let hold = Duration::from_millis(if i == 0 { 500 } else { 50 });
+        let t0 = Instant::now();
+        c.w.set_read_timeout(Some(hold)).unwrap();
+        while t0.elapsed() < hold {
+            let Some(args) = c.command() else { return };
+            let reply: &[u8] = match &args[0][..] {
+                b"PUBLISH" => b":1\r\n",
+                b"PING" => b"+PONG\r\n",
+                _ => b">3\r\n$9\r\nsubscribe\r\n$11\r\nwsloop:chat\r\n:1\r\n",
+            };
+            if !c.send(reply) {
+                return;
+            }
+        }
+    });
+    let url = fake.url();
+    let server = Wsloop::start("chat", &["--redis", &url], &[]);
+    wait_until("backplane up", || {
+        server.metrics()["wsloop_backplane_up"] == 1.0
+    });
+    let mut s = common::raw_ws(server.addr);
+    let mut r = s.try_clone().unwrap();
+    // Drains what the chat sends back (every line to its sender too) until the socket ends.
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let mut sent = 0u64;
+    let end = Instant::now() + DEADLINE;
+    while fake.connections() < 5 {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for five connections"
+        );
+        s.write_all(&common::client_frame(true, 1, b"tick"))
+            .unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let m = server.metrics();
+    assert!(m["wsloop_backplane_published_total"] >= 1.0, "{m:?}");
+    assert!(m["wsloop_backplane_dropped_total"] >= 1.0, "{m:?}");
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    drain.join().unwrap();
+    let lines = server.stop();
+    assert!(sent > 10);
+    assert_eq!(count(&lines, "lost Redis"), 1, "{lines:#?}");
+    assert!(count(&lines, "dropping publishes") <= 1, "{lines:#?}");
+    assert_eq!(count(&lines, "reach Redis again"), 0, "{lines:#?}");
+}

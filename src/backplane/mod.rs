@@ -249,6 +249,9 @@ struct Shared {
     pending: Mutex<Pending>,
     /// The topic table changed since the writer last reconciled.
     topics_dirty: AtomicBool,
+    /// No outage is open: the link has not failed since it last stayed up for
+    /// `stable_after` (true before the first failure).
+    stable: AtomicBool,
     shutdown: AtomicBool,
     counters: Counters,
     /// Payload bytes in the queue.
@@ -334,6 +337,7 @@ impl Backplane {
                 q: std::collections::VecDeque::new(),
             }),
             topics_dirty: AtomicBool::new(false),
+            stable: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
             counters: Counters::default(),
             queued_bytes: AtomicUsize::new(0),
@@ -435,6 +439,13 @@ impl Backplane {
                 false
             }
         }
+    }
+
+    /// False from the moment the link fails until a connection has stayed up for
+    /// [`BackplaneConfig::stable_after`]; true before the first failure. Lets a caller that
+    /// logs its own drops log once per outage, not once per flap of a flapping link.
+    pub fn link_stable(&self) -> bool {
+        self.shared.stable.load(Relaxed)
     }
 
     /// A snapshot of the counters (for `/metrics`).

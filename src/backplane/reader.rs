@@ -145,6 +145,7 @@ impl Reader {
                                  publishes to other instances are dropped until it is back",
                                 self.addr
                             );
+                            shared.stable.store(false, Relaxed);
                             self.outage = Some(Outage {
                                 since: Instant::now(),
                                 attempts: 1,
@@ -168,6 +169,7 @@ impl Reader {
                                  up to every {:?}",
                                 self.addr, cfg.backoff_max
                             );
+                            shared.stable.store(false, Relaxed);
                             self.outage = Some(Outage {
                                 since: Instant::now(),
                                 attempts: 1,
@@ -188,6 +190,7 @@ impl Reader {
     /// The connection has stayed up long enough: the outage (if any) is over.
     fn stable(&mut self) {
         self.backoff = self.shared.cfg.backoff_min;
+        self.shared.stable.store(true, Relaxed);
         if let Some(o) = self.outage.take() {
             info!(
                 "backplane: Redis at {} is back (outage of {:.1} s, {} attempt(s)); re-subscribed",

@@ -69,7 +69,9 @@ impl Hook {
             _ => return,
         };
         if self.bp.publish(topic, text, payload) {
-            if self.dropping.load(Relaxed) {
+            // Not while an outage is open: a flapping link lets some publishes through
+            // between drops, and each flap must not cost two log lines.
+            if self.dropping.load(Relaxed) && self.bp.link_stable() {
                 self.dropping.store(false, Relaxed);
                 info!("backplane: publishes reach Redis again");
             }
