@@ -23,7 +23,7 @@ fi
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(decoder handshake http1 deflate_negotiate deflate_inflate)
+    targets=(decoder handshake http1 deflate_negotiate deflate_inflate resp)
 fi
 sanitizer="${FUZZ_SANITIZER:-address}"
 jobs="${FUZZ_JOBS:-1}"

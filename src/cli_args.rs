@@ -176,7 +176,7 @@ pub fn busy_port_message(addr: SocketAddr) -> String {
     )
 }
 
-/// `--redis`: `redis://[[user]:password@]host[:port][/db]` (see
+/// `--redis`: `redis://[[user]:password@]host[:port][/db]` or `rediss://...` (see
 /// [`BackplaneConfig::from_url`]); other schemes are refused with the reason.
 pub fn redis_url(s: &str) -> Result<BackplaneConfig, String> {
     BackplaneConfig::from_url(s.trim()).map_err(|e| e.to_string())

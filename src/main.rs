@@ -151,10 +151,20 @@ struct Opts {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Join other instances through Redis pub/sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/]
-    /// (publishes reach every instance's subscribers; chat names get the instance tag).
+    /// Join other instances through Redis pub/sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/],
+    /// or rediss://... for TLS (publishes reach every instance's subscribers; chat names get
+    /// the instance tag). A password here is visible in `ps`: see --redis-password-file.
     #[arg(long, global = true, value_name = "URL", value_parser = cli_args::redis_url)]
     redis: Option<BackplaneConfig>,
+    /// With --redis: read the Redis password from this file (its first line) rather than
+    /// the URL, so it is not visible in `ps`. Without it, the WSLOOP_REDIS_PASSWORD
+    /// environment variable is used if set.
+    #[arg(long, global = true, value_name = "FILE", requires = "redis")]
+    redis_password_file: Option<PathBuf>,
+    /// With a rediss:// --redis URL: trust the CA certificates in this PEM file for the Redis
+    /// server's certificate (default: the system's CA bundle).
+    #[arg(long, global = true, value_name = "FILE", requires = "redis")]
+    redis_ca: Option<PathBuf>,
 }
 
 /// `www/` of the checkout when run from it (or via cargo), if it exists.
@@ -235,6 +245,28 @@ fn tls_config(
     }
 }
 
+/// The Redis password from `--redis-password-file` or `WSLOOP_REDIS_PASSWORD`, over the
+/// URL's; an unreadable file ends the process with the reason.
+fn redis_password(bp: &mut BackplaneConfig, file: Option<&std::path::Path>) {
+    let from = match file {
+        Some(path) => BackplaneConfig::read_password_file(path).map(Some),
+        None => BackplaneConfig::password_from_env(),
+    };
+    match from {
+        Ok(Some(password)) => bp.set_password(password),
+        Ok(None) if bp.url_has_password() => log::warn!(
+            "the --redis URL carries a password, visible to every local user in `ps`; use \
+             --redis-password-file FILE or {} instead",
+            wsloop::backplane::PASSWORD_ENV
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: Redis password: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
@@ -292,10 +324,19 @@ fn main() {
         log::info!("every Origin may open WebSockets (restrict with --allow-origin ORIGIN)");
     }
     let origins = o.allow_origins;
-    // The instance id is drawn here so that chat names can carry its tag.
-    let backplane = o.redis.map(|bp| BackplaneConfig {
-        instance_id: Some(random_instance_id()),
-        ..bp
+    // The instance id is drawn here so that chat names can carry its tag. What arrives from
+    // other instances is held to this instance's rules: no bigger than a client's message
+    // may be, nor than one reader's buffer (the chat's rule, so a peer with a bigger
+    // --max-backpressure cannot get this instance's room closed as slow readers).
+    let backplane = o.redis.map(|bp| {
+        let mut bp = BackplaneConfig {
+            instance_id: Some(random_instance_id()),
+            max_payload: o.max_message_size.min(o.max_backpressure),
+            tls_ca_file: o.redis_ca.clone(),
+            ..bp
+        };
+        redis_password(&mut bp, o.redis_password_file.as_deref());
+        bp
     });
     let chat = match &backplane {
         Some(bp) => Chat::with_instance_tag(&BackplaneConfig::instance_tag(

@@ -459,7 +459,15 @@ fn server_handle_publishes_cross_instances() {
         .expect("b's message on a");
     want.insert(at, Message::binary(&b"from b"[..]));
     assert_eq!(got, want, "a's client: a's own in order, b's once");
-    let sa = a.backplane_stats().unwrap();
+    // Published counts on Redis's answer to each PUBLISH, which may lag the delivery.
+    let end = Instant::now() + Duration::from_secs(30);
+    let sa = loop {
+        let sa = a.backplane_stats().unwrap();
+        if sa.published_total >= N as u64 || Instant::now() > end {
+            break sa;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert_eq!((sa.published_total, sa.dropped_total), (N as u64, 0));
     // Gone clients (TCP closed) let the shutdown finish without waiting out the close
     // timeout for closing handshakes nobody reads.

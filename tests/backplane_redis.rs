@@ -100,6 +100,10 @@ fn two_instances_see_each_other_in_order_and_not_themselves() {
     wait_until("own echoes counted", || {
         a.stats().own_echoes_total == N as u64 + 1 && b.stats().own_echoes_total == N as u64 + 1
     });
+    // Published counts on Redis's answer to each PUBLISH, which may lag the delivery.
+    wait_until("every publish answered", || {
+        a.stats().published_total == N as u64 + 1 && b.stats().published_total == N as u64 + 1
+    });
     for (s, rx) in [(a.stats(), &a_rx), (b.stats(), &b_rx)] {
         assert_eq!(
             (s.published_total, s.received_total),
@@ -240,6 +244,11 @@ fn redis_restart_loses_only_what_was_published_while_down() {
     }
     let before: Vec<_> = (0..50).map(|_| text(&recv(&b_rx, "pre-outage"))).collect();
     assert_eq!(before, (1..=50).map(|i| i.to_string()).collect::<Vec<_>>());
+    // Published counts on Redis's answer; one still unanswered when Redis dies would be
+    // counted dropped, so wait for all 50 answers first.
+    wait_until("a's 50 publishes answered", || {
+        a.stats().published_total == 50
+    });
 
     redis.kill();
     wait_until("both see Redis gone", || {
@@ -304,6 +313,7 @@ fn large_payloads_cross_and_oversized_ones_are_refused() {
         (big.len(), true)
     );
     assert_eq!(text(&recv(&b_rx, "after")), "after");
+    wait_until("both publishes answered", || a.stats().published_total == 2);
     let s = a.stats();
     assert_eq!((s.published_total, s.dropped_total), (2, 1));
 }

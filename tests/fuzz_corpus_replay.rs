@@ -5,6 +5,8 @@
 mod fuzz_checks;
 #[path = "common/fuzz_http1.rs"]
 mod fuzz_http1;
+#[path = "common/fuzz_resp.rs"]
+mod fuzz_resp;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -55,4 +57,9 @@ fn deflate_inflate_corpus_replays_clean() {
 #[test]
 fn http1_corpus_replays_clean() {
     replay("http1", fuzz_http1::check_http1);
+}
+
+#[test]
+fn resp_corpus_replays_clean() {
+    replay("resp", fuzz_resp::check_resp);
 }

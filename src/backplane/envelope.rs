@@ -11,9 +11,11 @@
 //! ```
 //!
 //! The instance id lets a receiver drop its own messages (Redis sends a publish back to the
-//! publisher's own subscription); the sequence number lets it refuse anything that is not newer
-//! than the last message seen from that publisher, so "in order, no duplicates" is checked, not
-//! assumed.
+//! publisher's own subscription); the sequence number lets it spot exact repeats and count
+//! messages older than the last one seen from that publisher. Nothing here is authenticated
+//! (anyone who can `PUBLISH` on the Redis can write an envelope), so the receiver never lets a
+//! sequence number make it drop a message that is not an exact repeat: see the reader's
+//! `Dedup`. A message that does not decode here is counted as malformed and dropped.
 
 /// Length of the header in front of every payload.
 pub const HEADER_LEN: usize = 20;

@@ -17,18 +17,40 @@
 //!   around a topic count or `try_send`s onto a bounded queue: it never waits on Redis.
 //! - **One connection, RESP3.** With `HELLO 3` a subscribed connection can still `PUBLISH`, so
 //!   one FIFO carries this instance's publishes: order per publisher holds by construction.
-//!   The RESP decoder is the `redis-protocol` crate, over our own socket, because the
-//!   reader/writer split needs a full-duplex socket; the `redis` crate's blocking `PubSub`
-//!   borrows one connection for both and can only poll with read time-outs.
+//!   The RESP decoder is our own bounded, iterative, resumable scanner ([`resp::Decoder`]),
+//!   over our own socket, because the reader/writer split needs a full-duplex socket (the
+//!   `redis` crate's blocking `PubSub` borrows one connection for both and can only poll
+//!   with read time-outs) and because every byte from Redis is hostile input (see
+//!   [`resp`] for why not `redis-protocol`).
+//! - **Replies are matched to commands.** The writer records what it wrote (publishes,
+//!   `SUBSCRIBE`s, `PING`) in a bounded FIFO before writing it; the reader pops an entry per
+//!   reply. A publish counts as published when Redis answers it with a receiver count; an
+//!   error answer (`-NOPERM`, `-ERR`) counts it as dropped and refused, logged once when
+//!   refusals start and once when they end (with the count). A command left unanswered for
+//!   three keep-alive periods gives the link up (a Redis that dribbles bytes, or none).
 //! - **Channels** are `wsloop:<topic>` ([`BackplaneConfig::channel_prefix`]); messages carry a
 //!   20-byte header ([`envelope`]: instance id, sequence number, text flag) before the payload.
-//!   An instance drops its own messages (it delivered them locally already) and anything not
-//!   newer than the last message seen from that publisher.
+//! - **What arrives is checked like what a client sends**: a message that is not an envelope,
+//!   or claims to be text and is not UTF-8, is counted in
+//!   [`BackplaneStats::malformed_total`] and dropped; one over
+//!   [`BackplaneConfig::max_payload`] (this instance's limit, whatever the publisher's) in
+//!   [`BackplaneStats::oversize_total`], dropped without being buffered. An instance drops
+//!   its own messages (it delivered them locally already) and exact duplicates of a
+//!   publisher's recent messages. The sequence number is *not* trusted to drop anything
+//!   else: anyone who can `PUBLISH` on the Redis can forge an envelope, and a forged huge
+//!   sequence number must not make this instance ignore the real publisher's later
+//!   messages. So an older sequence number is delivered, counted
+//!   ([`BackplaneStats::out_of_order_total`]) and taken as the publisher's new position.
 //! - **Outages.** When Redis goes away the reader logs it once (`warn`), retries with
-//!   exponential back-off (100 ms doubling to 5 s), and on success logs the recovery (`info`)
-//!   and the writer re-subscribes every topic. Publishes made while Redis is away are dropped
-//!   and counted ([`BackplaneStats::dropped_total`]); there is no replay (Redis pub/sub has
-//!   none either). Local delivery is the caller's and is not affected.
+//!   exponential back-off (100 ms doubling to 5 s), and the writer re-subscribes every topic
+//!   on each new connection. The back-off is reset, and the recovery logged (`info`, once),
+//!   only when a connection has stayed up for [`BackplaneConfig::stable_after`] (10 s): a
+//!   Redis that answers `HELLO` and drops the link, or sends garbage, is retried at the
+//!   back-off's pace with one `warn` for the whole outage. A protocol error (bytes that are
+//!   not RESP3, a frame over the limits) is such an outage too, and counted in
+//!   [`BackplaneStats::protocol_errors_total`]. Publishes made while Redis is away are
+//!   dropped and counted ([`BackplaneStats::dropped_total`]); there is no replay (Redis
+//!   pub/sub has none either). Local delivery is the caller's and is not affected.
 //!
 //! # Wiring into the loops
 //! The server does this itself: see [`Server::with_backplane`](crate::Server::with_backplane)
@@ -42,15 +64,15 @@
 
 mod config;
 pub mod envelope;
+mod link;
 mod reader;
 pub mod resp;
 mod writer;
 
-pub use config::{random_instance_id, BackplaneConfig};
+pub use config::{random_instance_id, BackplaneConfig, PASSWORD_ENV};
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -80,19 +102,34 @@ pub struct BackplaneStats {
     pub connects_total: u64,
     /// Connections established after a lost one.
     pub reconnects_total: u64,
-    /// Publishes written to the Redis connection.
+    /// Publishes Redis accepted (answered with a receiver count).
     pub published_total: u64,
     /// Messages handed to the sink.
     pub received_total: u64,
-    /// Publishes dropped: Redis away, the queue full, or the payload over the limit. Messages
-    /// already written when Redis dies are lost without being counted here.
+    /// Publishes dropped: Redis away, the queue full, the payload over the limit, refused by
+    /// Redis ([`BackplaneStats::refused_total`]), or written but unanswered when the link
+    /// was lost (Redis may or may not have delivered those). Eventually every publish is
+    /// counted once, in `published_total` or here.
     pub dropped_total: u64,
+    /// Publishes Redis answered with an error (`-NOPERM`, `-ERR`...); also in
+    /// `dropped_total`.
+    pub refused_total: u64,
     /// Own messages Redis sent back, dropped (they were delivered locally already).
     pub own_echoes_total: u64,
-    /// Messages not newer than the last one from the same publisher, dropped (should stay 0).
+    /// Messages older than the last one from the same publisher (should stay 0: a forged
+    /// or replayed envelope, or a confused Redis); delivered anyway, see the module docs.
     pub out_of_order_total: u64,
-    /// Messages on our channels that are not wsloop envelopes, dropped.
+    /// Exact repeats (same publisher, sequence number and contents) of one of the last
+    /// messages of that publisher, dropped.
+    pub duplicates_total: u64,
+    /// Messages on our channels that are not wsloop envelopes, or text that is not UTF-8,
+    /// dropped.
     pub malformed_total: u64,
+    /// Messages over [`BackplaneConfig::max_payload`], dropped (never buffered whole).
+    pub oversize_total: u64,
+    /// Links given up because Redis sent bytes that are not RESP3 or a frame over the
+    /// decoder's limits ([`resp::Limits`]).
+    pub protocol_errors_total: u64,
     /// Channels the live connection is subscribed to, as Redis last confirmed (0 when down).
     pub subscriptions: u64,
     /// Topics with at least one local subscriber.
@@ -119,9 +156,9 @@ struct Link {
     /// The reader holds a live connection of `epoch`.
     up: bool,
     /// The write half of the `epoch` connection, until the writer takes it.
-    fresh: Option<TcpStream>,
+    fresh: Option<link::Stream>,
     /// A handle on the live connection, to shut it down from `Drop`.
-    current: Option<TcpStream>,
+    current: Option<link::Stream>,
 }
 
 #[derive(Default)]
@@ -132,19 +169,89 @@ struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     dropped: AtomicU64,
+    refused: AtomicU64,
     own_echoes: AtomicU64,
     out_of_order: AtomicU64,
+    duplicates: AtomicU64,
     malformed: AtomicU64,
+    oversize: AtomicU64,
+    protocol_errors: AtomicU64,
     subscriptions: AtomicU64,
+}
+
+/// What the writer wrote that expects an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// This many `PUBLISH`es in a row: one reply each.
+    Publish(u64),
+    /// A `SUBSCRIBE` / `UNSUBSCRIBE` of this many channels: one push each, or one error.
+    Subscribe(u64),
+    /// A `PING`: one reply.
+    Ping,
+}
+
+/// Most entries in [`Pending`]: past this the writer drops publishes instead of writing them
+/// (Redis is not answering; the reader's stall check ends the link soon after).
+const MAX_PENDING: usize = 4096;
+/// A run of publishes is one entry only while its first one is younger than this, so the
+/// front entry's age says how long Redis has been sitting on an answer.
+const PENDING_MERGE: Duration = Duration::from_secs(1);
+
+/// Commands written on connection `epoch` and not answered yet, oldest first.
+struct Pending {
+    epoch: u64,
+    q: std::collections::VecDeque<(Expect, std::time::Instant)>,
+}
+
+impl Pending {
+    /// Appends what one write carries, if it is for the live connection and fits; false
+    /// otherwise (then the write must not happen).
+    fn push(&mut self, epoch: u64, batch: &[Expect]) -> bool {
+        if epoch != self.epoch || self.q.len() + batch.len() > MAX_PENDING {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        for e in batch {
+            match (self.q.back_mut(), e) {
+                (Some((Expect::Publish(n), since)), Expect::Publish(m))
+                    if now.duration_since(*since) < PENDING_MERGE =>
+                {
+                    *n += m
+                }
+                _ => self.q.push_back((*e, now)),
+            }
+        }
+        true
+    }
+
+    /// Forgets everything (the connection ended, or a new one starts as `epoch`); returns
+    /// the publishes that were never answered.
+    fn reset(&mut self, epoch: u64) -> u64 {
+        self.epoch = epoch;
+        self.q
+            .drain(..)
+            .map(|(e, _)| match e {
+                Expect::Publish(n) => n,
+                _ => 0,
+            })
+            .sum()
+    }
 }
 
 struct Shared {
     cfg: BackplaneConfig,
+    /// For `rediss://`: the TLS client configuration, built once at start.
+    tls: Option<Arc<rustls::ClientConfig>>,
     instance: u64,
     tag: String,
     link: Mutex<Link>,
+    /// Written, not answered yet (the writer appends, the reader pops).
+    pending: Mutex<Pending>,
     /// The topic table changed since the writer last reconciled.
     topics_dirty: AtomicBool,
+    /// No outage is open: the link has not failed since it last stayed up for
+    /// `stable_after` (true before the first failure).
+    stable: AtomicBool,
     shutdown: AtomicBool,
     counters: Counters,
     /// Payload bytes in the queue.
@@ -158,6 +265,10 @@ impl Shared {
     fn link(&self) -> MutexGuard<'_, Link> {
         // A panic elsewhere while holding the lock leaves counts that are still consistent.
         self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Nudges the writer; a full queue means it is busy and will look at the flags anyway.
@@ -197,16 +308,22 @@ impl Backplane {
     /// the connection is made in the background (so an instance starts, and serves locally,
     /// while Redis is down); watch [`BackplaneStats::connected`]. `sink` gets every message of
     /// another instance on a subscribed topic, on the reader thread; it must not own this
-    /// `Backplane` (its threads would never be joined). Errors: spawning a thread failed.
+    /// `Backplane` (its threads would never be joined). Errors: spawning a thread failed, or
+    /// (`rediss://`) no usable CA certificates ([`BackplaneConfig::tls_ca_file`]).
     pub fn start(
         config: BackplaneConfig,
         sink: impl FnMut(Incoming) + Send + 'static,
     ) -> io::Result<Backplane> {
         let instance = config.instance_id.unwrap_or_else(random_instance_id);
+        let tls = match config.tls {
+            true => Some(link::client_config(config.tls_ca_file.as_deref())?),
+            false => None,
+        };
         let (tx, rx) = sync_channel(config.queue_messages.max(1));
         let shared = Arc::new(Shared {
             tag: BackplaneConfig::instance_tag(instance),
             cfg: config,
+            tls,
             instance,
             link: Mutex::new(Link {
                 desired: HashMap::new(),
@@ -215,7 +332,12 @@ impl Backplane {
                 fresh: None,
                 current: None,
             }),
+            pending: Mutex::new(Pending {
+                epoch: 0,
+                q: std::collections::VecDeque::new(),
+            }),
             topics_dirty: AtomicBool::new(false),
+            stable: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
             counters: Counters::default(),
             queued_bytes: AtomicUsize::new(0),
@@ -286,7 +408,9 @@ impl Backplane {
 
     /// Queues `payload` for every other instance subscribed to `topic`; copies it once.
     /// Returns false, and counts a drop, if Redis is away, the queue is full or the payload is
-    /// over [`BackplaneConfig::max_payload`]. Never blocks.
+    /// over [`BackplaneConfig::max_payload`]. Never blocks. True means queued, not
+    /// delivered: it is counted published when Redis answers it, or dropped (and refused)
+    /// when Redis answers an error or the link is lost first.
     pub fn publish(&self, topic: &str, text: bool, payload: &[u8]) -> bool {
         let s = &self.shared;
         let len = payload.len();
@@ -317,6 +441,13 @@ impl Backplane {
         }
     }
 
+    /// False from the moment the link fails until a connection has stayed up for
+    /// [`BackplaneConfig::stable_after`]; true before the first failure. Lets a caller that
+    /// logs its own drops log once per outage, not once per flap of a flapping link.
+    pub fn link_stable(&self) -> bool {
+        self.shared.stable.load(Relaxed)
+    }
+
     /// A snapshot of the counters (for `/metrics`).
     pub fn stats(&self) -> BackplaneStats {
         let c = &self.shared.counters;
@@ -327,9 +458,13 @@ impl Backplane {
             published_total: c.published.load(Relaxed),
             received_total: c.received.load(Relaxed),
             dropped_total: c.dropped.load(Relaxed),
+            refused_total: c.refused.load(Relaxed),
             own_echoes_total: c.own_echoes.load(Relaxed),
             out_of_order_total: c.out_of_order.load(Relaxed),
+            duplicates_total: c.duplicates.load(Relaxed),
             malformed_total: c.malformed.load(Relaxed),
+            oversize_total: c.oversize.load(Relaxed),
+            protocol_errors_total: c.protocol_errors.load(Relaxed),
             subscriptions: c.subscriptions.load(Relaxed),
             topics: self.shared.link().desired.len() as u64,
         }
@@ -341,7 +476,7 @@ impl Drop for Backplane {
         let s = &self.shared;
         s.shutdown.store(true, Relaxed);
         if let Some(conn) = s.link().current.take() {
-            let _ = conn.shutdown(Shutdown::Both);
+            conn.shutdown();
         }
         {
             let _guard = s.nap.0.lock().unwrap_or_else(|e| e.into_inner());

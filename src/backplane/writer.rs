@@ -4,11 +4,12 @@
 //! publishes costs one syscall per batch, not one per message; numbers each message (the
 //! per-instance sequence in the envelope, assigned here because this is the one place that
 //! sees them in wire order); keeps the connection's subscriptions equal to the topic table;
-//! and sends `PING` when idle so the reader's read time-out notices a hung Redis.
+//! and sends `PING` when idle so the reader's read time-out notices a hung Redis. Before each
+//! write it records what the write expects back ([`Pending`](super::Pending)), so that the
+//! reader can tell which command a reply answers (a publish is counted published or refused
+//! on its reply, not on its write).
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use log::debug;
 
 use super::envelope::Header;
 use super::resp::{push_command, push_publish};
-use super::{Cmd, Shared};
+use super::{Cmd, Expect, Shared};
 
 /// Bytes gathered before one `write`.
 const BATCH_BYTES: usize = 256 << 10;
@@ -26,7 +27,7 @@ const CHANNELS_PER_COMMAND: usize = 512;
 
 /// The writer's view of one live connection.
 struct Conn {
-    stream: TcpStream,
+    stream: super::link::Stream,
     epoch: u64,
     /// Topics a `SUBSCRIBE` was written for on this connection (and not unsubscribed since).
     subscribed: HashSet<Arc<str>>,
@@ -36,6 +37,7 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Cmd>) {
     let mut conn: Option<Conn> = None;
     let mut seq = 0u64;
     let mut out = Vec::with_capacity(64 << 10);
+    let mut expects: Vec<Expect> = Vec::new();
     loop {
         let first = match rx.recv_timeout(shared.cfg.keepalive) {
             Ok(cmd) => Some(cmd),
@@ -46,7 +48,7 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Cmd>) {
             return;
         }
         let idle = first.is_none();
-        refresh(&shared, &mut conn, &mut out);
+        refresh(&shared, &mut conn, &mut out, &mut expects);
         let (mut sent, mut dropped) = (0u64, 0u64);
         let mut next = first;
         loop {
@@ -72,6 +74,7 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Cmd>) {
                         &payload,
                     );
                     sent += 1;
+                    expects.push(Expect::Publish(1));
                 } else {
                     dropped += 1;
                 }
@@ -87,24 +90,37 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Cmd>) {
         if let Some(c) = conn.as_mut() {
             if idle && out.is_empty() {
                 push_command(&mut out, &[b"PING"]);
+                expects.push(Expect::Ping);
             }
-            if !out.is_empty() {
+            // Recorded before the write: the answer can be read before `write_all` returns.
+            // Not for the live connection (the reader moved on), or too much unanswered:
+            // nothing is written and the publishes count as dropped.
+            if !out.is_empty() && !shared.pending().push(c.epoch, &expects) {
+                // A stale connection, or thousands of commands unanswered: either way this
+                // one is done (and a SUBSCRIBE not written must not be taken as sent), so
+                // give it up; the reader reconnects and everything is subscribed afresh.
+                debug!("backplane: not writing to a stale or unanswering Redis connection");
+                c.stream.shutdown();
+                conn = None;
+                dropped += sent;
+            } else if !out.is_empty() {
+                // Counted published (or refused) by the reader, on Redis's answer.
                 match c.stream.write_all(&out) {
-                    Ok(()) => {
-                        shared.counters.published.fetch_add(sent, Relaxed);
-                    }
+                    Ok(()) => {}
                     Err(e) => {
                         // The reader sees the shutdown, logs the outage and reconnects.
                         debug!("backplane: write to Redis failed: {e}");
-                        let _ = c.stream.shutdown(Shutdown::Both);
+                        c.stream.shutdown();
                         conn = None;
-                        dropped += sent;
+                        // Their `Pending` entries are counted dropped when the reader resets
+                        // it for the lost connection.
                     }
                 }
             }
         }
         shared.counters.dropped.fetch_add(dropped, Relaxed);
         out.clear();
+        expects.clear();
         if out.capacity() > 4 * BATCH_BYTES {
             // One huge payload should not pin its buffer for the life of the process.
             out = Vec::with_capacity(64 << 10);
@@ -114,7 +130,7 @@ pub(super) fn run(shared: Arc<Shared>, rx: Receiver<Cmd>) {
 
 /// Follows the reader's connection changes and writes the commands that make the
 /// connection's subscriptions match the topic table.
-fn refresh(shared: &Shared, conn: &mut Option<Conn>, out: &mut Vec<u8>) {
+fn refresh(shared: &Shared, conn: &mut Option<Conn>, out: &mut Vec<u8>, expects: &mut Vec<Expect>) {
     let mut link = shared.link();
     if conn
         .as_ref()
@@ -157,6 +173,7 @@ fn refresh(shared: &Shared, conn: &mut Option<Conn>, out: &mut Vec<u8>) {
             let mut args: Vec<&[u8]> = vec![verb];
             args.extend(names.iter().map(|n| n.as_slice()));
             push_command(out, &args);
+            expects.push(Expect::Subscribe(chunk.len() as u64));
         }
     }
     for t in remove {

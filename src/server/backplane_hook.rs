@@ -29,7 +29,6 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
@@ -46,15 +45,11 @@ pub(crate) struct Hook {
 }
 
 impl Hook {
-    /// Starts the backplane; what it receives is posted to `links` (every loop), waiting
-    /// up to `wait` for a full mailbox to have room (`None`: never wait).
-    pub(crate) fn start(
-        config: BackplaneConfig,
-        links: Arc<[Link]>,
-        wait: Option<Duration>,
-    ) -> io::Result<Hook> {
+    /// Starts the backplane; what it receives is posted to `links` (every loop), never
+    /// waiting for room (see the module doc).
+    pub(crate) fn start(config: BackplaneConfig, links: Arc<[Link]>) -> io::Result<Hook> {
         let (host, port) = (config.host.clone(), config.port);
-        let bp = Backplane::start(config, move |m: Incoming| fan_out(&links, m, wait))?;
+        let bp = Backplane::start(config, move |m: Incoming| fan_out(&links, m))?;
         info!(
             "backplane: Redis at {host}:{port}, instance tag {}",
             bp.instance_tag()
@@ -83,7 +78,9 @@ impl Hook {
             _ => return,
         };
         if self.bp.publish(topic, text, payload) {
-            if self.dropping.load(Relaxed) {
+            // Not while an outage is open: a flapping link lets some publishes through
+            // between drops, and each flap must not cost two log lines.
+            if self.dropping.load(Relaxed) && self.bp.link_stable() {
                 self.dropping.store(false, Relaxed);
                 info!("backplane: publishes reach Redis again");
             }
@@ -108,13 +105,10 @@ impl Hook {
 
 /// Encodes a message from another instance once and hands the bytes to every loop as a
 /// local-only publish, within each loop's mailbox bound.
-fn fan_out(links: &[Link], m: Incoming, wait: Option<Duration>) {
+fn fan_out(links: &[Link], m: Incoming) {
     let opcode = if m.text { OpCode::Text } else { OpCode::Binary };
     let frame = encode_frame(opcode, &m.payload);
     for link in links {
-        if let Some(w) = wait {
-            link.wait_for_room(Instant::now() + w);
-        }
         // Refused at the bound: counted by the link as that loop's drop.
         link.post(Command::Publish {
             topic: m.topic.clone(),

@@ -239,7 +239,14 @@ impl<H: Handler> Server<H> {
     ///
     /// Call before [`Server::run`]. Errors: a backplane was already set
     /// ([`io::ErrorKind::AlreadyExists`]), or its threads could not be spawned.
-    pub fn with_backplane(self, config: BackplaneConfig) -> io::Result<Self> {
+    pub fn with_backplane(self, mut config: BackplaneConfig) -> io::Result<Self> {
+        // What other instances send is held to this server's own limits: a peer with a
+        // bigger message or buffer limit cannot send what a local client could not.
+        config.max_payload = config.max_payload.min(
+            self.config
+                .max_message_size
+                .min(self.config.max_backpressure),
+        );
         let shared = &self.handle.shared;
         if shared.backplane.get().is_some() {
             return Err(io::Error::new(
@@ -250,7 +257,7 @@ impl<H: Handler> Server<H> {
         // Redis cannot be paced (another instance's publisher is out of reach): what it
         // delivers is never waited for; a full mailbox drops it for that loop (counted),
         // and a congested subscriber's parked share is bounded (`pacing.rs`).
-        let hook = Hook::start(config, shared.links.clone(), None)?;
+        let hook = Hook::start(config, shared.links.clone())?;
         // Only `with_backplane` sets it, and it holds `self`: nobody raced us.
         let _ = shared.backplane.set(hook);
         Ok(self)
