@@ -50,14 +50,17 @@ pub enum SlowSubscriber {
     /// Order per publisher holds for every subscriber; a subscriber closed as slow loses
     /// what it had not been sent.
     Close,
-    /// Lossless for every reader that reads: a publisher (a connection's input, another
-    /// loop's or a handle thread's mailbox) is held while a subscriber it delivered to is
-    /// above `high_watermark`, and goes on when that subscriber drains to
-    /// `low_watermark`. A subscriber that takes no byte for `slow_subscriber_timeout`
-    /// while above the high watermark is closed with 1008 (and releases the publishers it
-    /// held). Memory: still at most `max_backpressure` per subscriber (past it, closed
-    /// with 1008, which a reading subscriber reaches only if many publishers burst into
-    /// it at once: each gets one message past the high watermark before it is held).
+    /// Lossless for every reader that reads: a publisher is held while a subscriber it
+    /// delivered to is above `high_watermark` (a connection's input is paused; handle
+    /// threads and other loops' connections are told the mailbox is at its high mark),
+    /// and goes on when that subscriber drains to `low_watermark`; what the mailbox
+    /// brings it meanwhile is parked for it, in order. A subscriber that takes no byte
+    /// for `slow_subscriber_timeout` while above the high watermark is closed with 1008
+    /// (and releases the publishers it held). Memory: at most `max_backpressure` of
+    /// output plus half of `max_mailbox_bytes` parked per subscriber (past either,
+    /// closed with 1008, which a reading subscriber reaches only if producers that
+    /// cannot be held burst into it: each holdable one gets one message past the high
+    /// watermark before it is held).
     #[default]
     Pace,
 }

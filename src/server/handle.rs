@@ -74,7 +74,7 @@ impl ServerHandle {
     /// - [`SendStatus::Sent`]: queued on every loop;
     /// - [`SendStatus::Backpressure`]: queued, but some loop's mailbox is at its high mark
     ///   (the loop is behind, or, under [`SlowSubscriber::Pace`](super::config::SlowSubscriber::Pace),
-    ///   holds its mailbox for a subscriber that has not drained): call
+    ///   has a subscriber above its high watermark): call
     ///   [`ServerHandle::wait_for_room`] before publishing more;
     /// - [`SendStatus::Dropped`]: not queued anywhere: some loop's mailbox is at
     ///   `Config::max_mailbox_bytes` (counted in `wsloop_mailbox_dropped_total`).
@@ -129,8 +129,9 @@ impl ServerHandle {
     /// is no such loop). The connection's own state is the loop's business: a connection
     /// that has closed meanwhile gets nothing; one above `max_backpressure` when the
     /// message arrives drops it (counted in `wsloop_dropped_sends_total`; under `pace`
-    /// the loop holds its mailbox while the connection is above its high watermark, so a
-    /// producer that honours `Backpressure` does not get there).
+    /// what comes for a connection above its high watermark is parked for it and the
+    /// mailbox reports its high mark meanwhile, so a producer that honours
+    /// `Backpressure` does not get there).
     pub fn send(&self, conn: ConnId, msg: Payload<'_>) -> SendStatus {
         let Some(link) = self.shared.links.get(conn.loop_id()) else {
             return SendStatus::Closed;
@@ -177,7 +178,7 @@ impl ServerHandle {
     /// with 1001 and waits up to the close timeout; then `Server::run` returns.
     pub fn stop(&self) {
         for link in self.shared.links.iter() {
-            // Out of band: a mailbox held by pacing (or full) cannot delay it.
+            // Out of band: a full mailbox cannot delay it.
             link.stop.store(true, Ordering::Release);
             link.wake();
         }

@@ -99,7 +99,8 @@ pub(crate) struct Link {
     /// loop, which then wakes this one).
     pub(crate) room_news: AtomicBool,
     /// [`ServerHandle::stop`](super::ServerHandle::stop) was called: out of band, so that
-    /// a mailbox held by a congested subscriber cannot delay the shutdown.
+    /// a full mailbox (or one waiting for a congested loop downstream) cannot delay the
+    /// shutdown.
     pub(crate) stop: AtomicBool,
     /// Commands from handle threads refused at the bound (a loop's own metric).
     pub(crate) dropped: AtomicU64,
