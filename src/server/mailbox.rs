@@ -64,7 +64,10 @@ pub(crate) fn cost(cmd: &Command) -> usize {
         Command::Publish { topic, frame } => COMMAND_OVERHEAD + topic.len() + frame.len(),
         Command::Send { frame, .. } => COMMAND_OVERHEAD + frame.len(),
         Command::Close { reason, .. } => COMMAND_OVERHEAD + reason.len(),
-        Command::Defer(_) => COMMAND_OVERHEAD,
+        // What the closure captures inline; heap it owns (a captured `Vec`'s bytes) is
+        // out of sight, so a closure carrying a payload should be sized by its caller:
+        // feeds publish with `ServerHandle::publish`, which is charged by size.
+        Command::Defer(f) => COMMAND_OVERHEAD + std::mem::size_of_val(&**f),
         Command::Batch(cmds) => cmds.iter().map(cost).sum(),
     }
 }
