@@ -109,6 +109,8 @@ pub(super) struct Inner<H: Handler> {
     emfile_logged: bool,
     spare_fd: SpareFd,
     pub(super) shutdown_deadline: Option<Instant>,
+    /// Connections cut by their close timeout during the shutdown (see `log_shutdown`).
+    pub(super) shutdown_cut: usize,
     /// TLS handshake steps left this iteration (see `tls_loop.rs`).
     pub(super) handshakes_left: u32,
 }
@@ -169,16 +171,15 @@ impl<H: Handler> Server<H> {
                 Waker::new(poll.registry(), WAKER)?,
                 config.max_mailbox_bytes,
             ));
-            // Signals go to loop 0, which stops every loop (or, for SIGHUP, reloads the
-            // certificate all loops share).
+            // Signals go to loop 0, which stops every loop (or, for SIGHUP, reloads what
+            // can be reloaded). SIGHUP is always taken: config-management tools send it to
+            // mean "reload", and its default action would kill the process.
             let signals = if config.handle_signals && i == 0 {
                 let mut s = signal_hook_mio::v1_0::Signals::new([
                     signal_hook::consts::SIGINT,
                     signal_hook::consts::SIGTERM,
+                    signal_hook::consts::SIGHUP,
                 ])?;
-                if config.tls.as_ref().is_some_and(|t| t.certs().is_some()) {
-                    s.add_signal(signal_hook::consts::SIGHUP)?;
-                }
                 poll.registry()
                     .register(&mut s, SIGNALS, Interest::READABLE)?;
                 Some(s)
@@ -287,12 +288,24 @@ impl<H: Handler + Send> Server<H> {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("wsloop-{}", i + 1))
-                    .spawn(move || run_loop(i + 1, p, config, handle))?,
+                    .spawn(move || run_loop(i + 1, p, config, handle).0)?,
             );
         }
-        let result = run_loop(0, first, config, handle.clone());
+        let (result, mut signals) = run_loop(0, first, config, handle.clone());
         if result.is_err() {
             handle.stop();
+        }
+        // Loop 0 may finish its own drain before the others: signals are still read
+        // while they finish, so a second one exits at once whatever the loop count.
+        while threads.iter().any(|t| !t.is_finished()) {
+            if let Some(s) = signals.as_mut() {
+                let stop = s.pending().any(|sig| sig != signal_hook::consts::SIGHUP);
+                if stop {
+                    warn!("second signal: exiting at once");
+                    std::process::exit(130);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         for t in threads {
             match t.join() {
@@ -304,18 +317,22 @@ impl<H: Handler + Send> Server<H> {
     }
 }
 
-/// Builds and runs one loop on the current thread; a panic ends the process.
+/// Builds and runs one loop on the current thread; a panic ends the process. Hands back
+/// the loop's signal source (loop 0's), still armed.
 fn run_loop<H: Handler>(
     loop_id: usize,
     parts: LoopParts<H>,
     config: Config,
     handle: ServerHandle,
-) -> io::Result<()> {
+) -> (io::Result<()>, Option<signal_hook_mio::v1_0::Signals>) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        EventLoop::new(loop_id, parts, config, handle)?.run()
+        let mut el = EventLoop::new(loop_id, parts, config, handle)?;
+        let r = el.run();
+        Ok::<_, io::Error>((r, el.inner.signals.take()))
     }));
     match outcome {
-        Ok(r) => r,
+        Ok(Ok((r, signals))) => (r, signals),
+        Ok(Err(e)) => (Err(e), None),
         Err(_) => {
             log::error!("loop {loop_id} panicked (in a handler?); exiting");
             std::process::exit(101);
@@ -362,6 +379,7 @@ impl<H: Handler> EventLoop<H> {
             emfile_logged: false,
             spare_fd,
             shutdown_deadline: None,
+            shutdown_cut: 0,
             handshakes_left: 0,
         };
         Ok(EventLoop {

@@ -85,6 +85,13 @@ impl<H: Handler> Inner<H> {
                 }
                 _ => {
                     debug!("timeout in {:?} (slot {idx})", c.state);
+                    if self.shutdown_deadline.is_some()
+                        && matches!(c.state, State::Closing | State::Linger)
+                    {
+                        // Cut at the close timeout, which the shutdown deadline equals:
+                        // the shutdown log counts it.
+                        self.shutdown_cut += 1;
+                    }
                     self.core.release(idx);
                 }
             }

@@ -35,9 +35,11 @@ impl<H: Handler> Inner<H> {
     /// The shutdown's last log line: how many connections had not finished their closing
     /// handshake when the deadline came.
     pub(super) fn log_shutdown(&self) {
+        // Those still here at the deadline, and those cut by their own close timeout
+        // (armed with the same duration when the shutdown began) just before it.
         info!(
             "shutdown complete ({} connections dropped at the deadline)",
-            self.core.conns.len()
+            self.core.conns.len() + self.shutdown_cut
         );
     }
 }

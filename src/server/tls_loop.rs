@@ -91,10 +91,12 @@ impl<H: Handler> Inner<H> {
         }
     }
 
-    /// SIGHUP: re-read the certificate files. Connections, established or mid-handshake,
-    /// keep the certificate they started with; a failed reload keeps the old one.
+    /// SIGHUP: re-read the certificate files (without TLS there is nothing to reload; the
+    /// signal is logged and ignored). Connections, established or mid-handshake, keep the
+    /// certificate they started with; a failed reload keeps the old one.
     pub(super) fn reload_certificate(&mut self) {
         let Some(tls) = &self.core.config.tls else {
+            info!("SIGHUP: no TLS certificate to reload; going on");
             return;
         };
         match tls.reload() {
