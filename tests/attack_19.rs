@@ -277,14 +277,23 @@ fn steady_100kbps_reader_is_closed_as_making_no_progress() {
     });
     let (mut slow, _) = connect_buf(server.addr, "/sub", Some(16 << 10));
     let (mut publisher, _) = connect_path(server.addr, "/pub");
+    // The reader goes on reading until the scrape below is done: the verdict is read while
+    // it still reads, so a scrape delayed on a busy machine cannot see the close that
+    // follows once it stops.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stop_r = stop.clone();
     let reader = std::thread::spawn(move || {
         let s = slow.get_mut();
         s.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let mut buf = vec![0u8; 10_000];
         let (mut total, t0) = (0usize, Instant::now());
-        // 10 KB every 100 ms for 8 s: 100 KB/s.
-        while t0.elapsed() < Duration::from_secs(8) {
+        // 10 KB every 100 ms: 100 KB/s, for 8 s and then until the scrape is done.
+        while !stop_r.load(std::sync::atomic::Ordering::Acquire) {
+            if t0.elapsed() >= Duration::from_secs(8) {
+                let _ = ready_tx.send(total);
+            }
             let mut got = 0;
             while got < buf.len() {
                 match s.read(&mut buf[got..]) {
@@ -310,8 +319,10 @@ fn steady_100kbps_reader_is_closed_as_making_no_progress() {
         }
         publisher
     });
-    let read = reader.join().unwrap();
+    let read = ready_rx.recv().expect("the reader read for 8 s");
     let closed = sum_metric(&scrape(server.addr), "wsloop_slow_subscribers_closed_total");
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    reader.join().unwrap();
     drop(w);
     assert_eq!(
         closed, 0.0,
