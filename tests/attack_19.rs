@@ -641,7 +641,19 @@ fn a_client_paused_by_the_server_is_closed_as_idle() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let m = scrape(server.addr);
+    // The verdict is scraped while the client still reads: once it stops, the server is
+    // right to call it idle, and a scrape delayed on a busy machine would see that.
+    let addr = server.addr;
+    let scraper = std::thread::spawn(move || scrape(addr));
+    while !eof && !scraper.is_finished() {
+        match raw.read(&mut buf) {
+            Ok(0) => eof = true,
+            Ok(n) => total += n,
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = scraper.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(raw);
     let idle_closed: f64 = m
