@@ -1,8 +1,11 @@
 //! Attacks on issue 19 (backpressure end to end). Each test asserts what a user would
 //! expect; a failing test is a finding (see attack/FINDINGS.md).
 
+mod common;
+
+use common::{numbered_payload, scrape_metrics};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -154,36 +157,11 @@ fn connect_on_buf(addr: SocketAddr, path: &str, want: usize, rcvbuf: Option<usiz
     panic!("no connection landed on loop {want}");
 }
 
-fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 fn sum_metric(m: &HashMap<String, f64>, name: &str) -> f64 {
     m.iter()
         .filter(|(k, _)| k.as_str() == name || k.starts_with(&format!("{name}{{")))
         .map(|(_, v)| *v)
         .sum()
-}
-
-fn payload(i: usize, size: usize) -> Vec<u8> {
-    let mut p = vec![7u8; size];
-    p[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    p
 }
 
 fn number(m: &Message) -> Option<usize> {
@@ -213,7 +191,8 @@ fn id_of(ids: &Ids, path: &str, nth: usize) -> ConnId {
 /// subscriber is congested by mailbox work and the loop holds its mailbox).
 fn congest_by_handle(handle: &ServerHandle) {
     for i in 0..10_000 {
-        if handle.publish("t", Payload::Binary(&payload(i, 64 << 10))) != SendStatus::Sent {
+        if handle.publish("t", Payload::Binary(&numbered_payload(i, 64 << 10))) != SendStatus::Sent
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -311,7 +290,7 @@ fn steady_100kbps_reader_is_closed_as_making_no_progress() {
     let w = std::thread::spawn(move || {
         for i in 0..400 {
             if publisher
-                .send(Message::Binary(payload(i, 32 << 10).into()))
+                .send(Message::Binary(numbered_payload(i, 32 << 10).into()))
                 .is_err()
             {
                 break;
@@ -320,7 +299,10 @@ fn steady_100kbps_reader_is_closed_as_making_no_progress() {
         publisher
     });
     let read = ready_rx.recv().expect("the reader read for 8 s");
-    let closed = sum_metric(&scrape(server.addr), "wsloop_slow_subscribers_closed_total");
+    let closed = sum_metric(
+        &scrape_metrics(server.addr),
+        "wsloop_slow_subscribers_closed_total",
+    );
     stop.store(true, std::sync::atomic::Ordering::Release);
     reader.join().unwrap();
     drop(w);
@@ -348,7 +330,7 @@ fn ctx_send_on_the_same_loop_is_not_paced() {
     const N: usize = 1000;
     let w = std::thread::spawn(move || {
         for i in 0..N {
-            src.send(Message::Binary(payload(i, 16 << 10).into()))
+            src.send(Message::Binary(numbered_payload(i, 16 << 10).into()))
                 .unwrap();
         }
         src
@@ -368,7 +350,7 @@ fn ctx_send_on_the_same_loop_is_not_paced() {
         }
     }
     let _src = w.join().unwrap();
-    let dropped = sum_metric(&scrape(server.addr), "wsloop_dropped_sends_total");
+    let dropped = sum_metric(&scrape_metrics(server.addr), "wsloop_dropped_sends_total");
     assert_eq!(
         got.len(),
         N,
@@ -419,8 +401,10 @@ fn cross_loop_publishes_are_lost_for_readers_that_read() {
         .map(|(p, mut ws)| {
             std::thread::spawn(move || {
                 for i in 0..N {
-                    ws.send(Message::Binary(payload(p * 1000 + i, 60 << 10).into()))
-                        .unwrap();
+                    ws.send(Message::Binary(
+                        numbered_payload(p * 1000 + i, 60 << 10).into(),
+                    ))
+                    .unwrap();
                 }
                 ws
             })
@@ -428,7 +412,7 @@ fn cross_loop_publishes_are_lost_for_readers_that_read() {
         .collect();
     let got = r.join().unwrap();
     let _ws: Vec<Ws> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    let m = scrape(server.addr);
+    let m = scrape_metrics(server.addr);
     eprintln!(
         "D: got {got}/{total}, dropped {}, paced {}, slow closed {}",
         sum_metric(&m, "wsloop_mailbox_dropped_total"),
@@ -496,7 +480,7 @@ fn unsubscribing_while_congested_keeps_holding_the_room() {
     let w = std::thread::spawn(move || {
         for i in 0..N {
             if publisher
-                .send(Message::Binary(payload(i, 32 << 10).into()))
+                .send(Message::Binary(numbered_payload(i, 32 << 10).into()))
                 .is_err()
             {
                 break;
@@ -505,7 +489,11 @@ fn unsubscribing_while_congested_keeps_holding_the_room() {
         publisher
     });
     let deadline = Instant::now() + Duration::from_secs(5);
-    while sum_metric(&scrape(server.addr), "wsloop_publishers_paced_total") == 0.0 {
+    while sum_metric(
+        &scrape_metrics(server.addr),
+        "wsloop_publishers_paced_total",
+    ) == 0.0
+    {
         assert!(Instant::now() < deadline, "the publisher was never held");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -525,7 +513,10 @@ fn unsubscribing_while_congested_keeps_holding_the_room() {
         }
     }
     let took = t0.elapsed();
-    let closed = sum_metric(&scrape(server.addr), "wsloop_slow_subscribers_closed_total");
+    let closed = sum_metric(
+        &scrape_metrics(server.addr),
+        "wsloop_slow_subscribers_closed_total",
+    );
     drop(w);
     assert!(
         got == N && took < Duration::from_secs(5) && closed == 0.0,
@@ -571,7 +562,7 @@ fn defer_publish_to_another_loop_is_delivered_or_counted() {
         got
     });
     for i in 0..N {
-        let p = payload(i, 60 << 10);
+        let p = numbered_payload(i, 60 << 10);
         let st = server.handle.defer(0, move |ctx| {
             ctx.publish("t", Payload::Binary(&p));
         });
@@ -584,7 +575,7 @@ fn defer_publish_to_another_loop_is_delivered_or_counted() {
         }
     }
     let got = r.join().unwrap();
-    let m = scrape(server.addr);
+    let m = scrape_metrics(server.addr);
     let dropped = sum_metric(&m, "wsloop_mailbox_dropped_total") as usize;
     assert_eq!(
         got + dropped,
@@ -615,7 +606,7 @@ fn a_client_paused_by_the_server_is_closed_as_idle() {
         let mut i = 0;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             if ws
-                .send(Message::Binary(payload(i, 8 << 10).into()))
+                .send(Message::Binary(numbered_payload(i, 8 << 10).into()))
                 .is_err()
             {
                 break;
@@ -644,7 +635,7 @@ fn a_client_paused_by_the_server_is_closed_as_idle() {
     // The verdict is scraped while the client still reads: once it stops, the server is
     // right to call it idle, and a scrape delayed on a busy machine would see that.
     let addr = server.addr;
-    let scraper = std::thread::spawn(move || scrape(addr));
+    let scraper = std::thread::spawn(move || scrape_metrics(addr));
     while !eof && !scraper.is_finished() {
         match raw.read(&mut buf) {
             Ok(0) => eof = true,

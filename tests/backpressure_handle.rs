@@ -18,8 +18,9 @@
 
 mod common;
 
+use common::{numbered_payload, scrape_metrics};
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -134,36 +135,9 @@ fn connect_on(addr: SocketAddr, path: &str, want: usize) -> Ws {
     panic!("no connection landed on loop {want}");
 }
 
-/// One `/metrics` scrape: every sample by its series.
-fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 fn metric(m: &HashMap<String, f64>, name: &str) -> f64 {
     *m.get(name)
         .unwrap_or_else(|| panic!("no {name} in the scrape"))
-}
-
-/// Numbered binary payloads of `size` bytes.
-fn payload(i: usize, size: usize) -> Vec<u8> {
-    let mut p = vec![7u8; size];
-    p[..8].copy_from_slice(&(i as u64).to_be_bytes());
-    p
 }
 
 fn number(m: &Message) -> usize {
@@ -177,7 +151,7 @@ fn number(m: &Message) -> usize {
 fn paced_feed(handle: &ServerHandle, n: usize, size: usize) -> usize {
     let mut waits = 0;
     for i in 0..n {
-        match handle.publish("t", Payload::Binary(&payload(i, size))) {
+        match handle.publish("t", Payload::Binary(&numbered_payload(i, size))) {
             SendStatus::Sent => {}
             SendStatus::Backpressure => {
                 waits += 1;
@@ -246,7 +220,7 @@ fn a_feed_that_ignores_backpressure_meets_a_bounded_mailbox() {
         assert!(i < 1_000_000, "the mailbox never refused a publish");
         if server
             .handle
-            .publish("t", Payload::Binary(&payload(i, SIZE)))
+            .publish("t", Payload::Binary(&numbered_payload(i, SIZE)))
             == SendStatus::Dropped
         {
             dropped += 1;
@@ -256,13 +230,13 @@ fn a_feed_that_ignores_backpressure_meets_a_bounded_mailbox() {
     for _ in 0..100 {
         if server
             .handle
-            .publish("t", Payload::Binary(&payload(i, SIZE)))
+            .publish("t", Payload::Binary(&numbered_payload(i, SIZE)))
             == SendStatus::Dropped
         {
             dropped += 1;
         }
     }
-    let m = scrape(server.addr);
+    let m = scrape_metrics(server.addr);
     assert!(
         metric(&m, "wsloop_mailbox_bytes") <= (BOUND + SIZE + 200) as f64,
         "mailbox within its bound: {}",
@@ -273,7 +247,11 @@ fn a_feed_that_ignores_backpressure_meets_a_bounded_mailbox() {
     // loop holds its mailbox for it, and after `slow_subscriber_timeout` it is closed.
     // Go on publishing (now honouring backpressure) until the server says so.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(&scrape(server.addr), "wsloop_slow_subscribers_closed_total") < 1.0 {
+    while metric(
+        &scrape_metrics(server.addr),
+        "wsloop_slow_subscribers_closed_total",
+    ) < 1.0
+    {
         assert!(
             Instant::now() < deadline,
             "the never-reader was never closed"
@@ -282,7 +260,7 @@ fn a_feed_that_ignores_backpressure_meets_a_bounded_mailbox() {
             i += 1;
             match server
                 .handle
-                .publish("t", Payload::Binary(&payload(i, SIZE)))
+                .publish("t", Payload::Binary(&numbered_payload(i, SIZE)))
             {
                 SendStatus::Sent => {}
                 SendStatus::Dropped => {
@@ -304,7 +282,7 @@ fn a_feed_that_ignores_backpressure_meets_a_bounded_mailbox() {
         server.handle.publish("t", Payload::Binary(b"after")),
         SendStatus::Dropped
     );
-    let m = scrape(server.addr);
+    let m = scrape_metrics(server.addr);
     assert_eq!(
         metric(&m, "wsloop_mailbox_dropped_total"),
         dropped as f64,
@@ -357,7 +335,7 @@ fn loop_to_loop_publishes_are_bounded_and_hold_the_publisher() {
     let sending = std::thread::spawn(move || {
         for i in 0..N {
             publisher
-                .send(Message::binary(payload(i, SIZE)))
+                .send(Message::binary(numbered_payload(i, SIZE)))
                 .expect("publisher send");
         }
         publisher
@@ -370,14 +348,14 @@ fn loop_to_loop_publishes_are_bounded_and_hold_the_publisher() {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(e) => panic!("a subscriber failed: {e}"),
         }
-        let m = scrape(server.addr);
+        let m = scrape_metrics(server.addr);
         peak_mailbox = peak_mailbox.max(metric(&m, "wsloop_loop_mailbox_bytes{loop=\"1\"}"));
     }
     for r in readers {
         r.join().expect("subscriber");
     }
     let _publisher = sending.join().expect("publisher");
-    let m = scrape(server.addr);
+    let m = scrape_metrics(server.addr);
     assert!(
         metric(&m, "wsloop_loop_publishers_paced_total{loop=\"0\"}") >= 1.0,
         "the publisher on loop 0 was held"
@@ -420,7 +398,7 @@ fn a_flood_from_another_loop_does_not_stall_an_unrelated_client() {
     let sending = std::thread::spawn(move || {
         let mut frames = Vec::new();
         for i in 0..N {
-            frames.push(Message::binary(payload(i, SIZE)));
+            frames.push(Message::binary(numbered_payload(i, SIZE)));
         }
         for f in frames {
             publisher.write(f).expect("write");
@@ -473,7 +451,7 @@ fn topics_are_freed_with_their_last_subscriber() {
     let until = |want: f64| {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let got = metric(&scrape(server.addr), "wsloop_topics");
+            let got = metric(&scrape_metrics(server.addr), "wsloop_topics");
             if got == want {
                 return;
             }

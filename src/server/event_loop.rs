@@ -1001,16 +1001,13 @@ fn drain_mailbox<H: Handler>(
         let c = cost(&cmd);
         work += inner.apply(cmd);
         commands += 1;
-        if std::mem::take(&mut inner.core.pacing.downstream_hit) {
-            if inner.core.handle.shared.links[me].done(c) {
-                inner.core.tell_loops_room();
-            }
-            return true;
-        }
         if inner.core.handle.shared.links[me].done(c) {
             // Below the low mark with producers waiting: loops holding connections for
             // this mailbox look again (handle threads were woken by `done`).
             inner.core.tell_loops_room();
+        }
+        if std::mem::take(&mut inner.core.pacing.downstream_hit) {
+            return true;
         }
     }
 }

@@ -274,9 +274,7 @@ impl Core {
             // The common case (below the high watermark) costs one comparison.
             if len > high && self.above_high_after_flush(idx, high) {
                 report.congested += 1;
-                if pace {
-                    self.note_congested(idx);
-                }
+                self.note_congested(idx);
             }
         }
         if deflate.is_some() {
@@ -335,9 +333,7 @@ impl Core {
             }
         }
         if self.above_high_after_flush(id.index, self.high) {
-            if self.config.slow_subscriber == SlowSubscriber::Pace {
-                self.note_congested(id.index);
-            }
+            self.note_congested(id.index);
             SendStatus::Backpressure
         } else {
             SendStatus::Sent

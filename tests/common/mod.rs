@@ -811,3 +811,32 @@ pub fn echo_served_within(addr: SocketAddr, within: Duration) -> Duration {
     );
     took
 }
+
+/// One `/metrics` scrape on a fresh connection (`--metrics` / `Config::metrics`): every
+/// sample by its series, e.g. `wsloop_loop_mailbox_bytes{loop="1"}`.
+pub fn scrape_metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let mut s = TcpStream::connect(addr).expect("connect for /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A binary payload of `size` bytes (at least 8) that starts with `i`, big-endian: the
+/// backpressure tests number their messages this way to check order and loss.
+pub fn numbered_payload(i: usize, size: usize) -> Vec<u8> {
+    let mut p = vec![7u8; size];
+    p[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    p
+}
